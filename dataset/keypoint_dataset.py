@@ -1,0 +1,100 @@
+"""The torch Dataset over a preprocessed table, and the collate function."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset.augment import augment, build_transform
+from misc.clicks import click_count_probs, sample_initial_clicks
+
+SPLITS = ("train", "val", "test")
+
+
+def read_table(table_dir: str | os.PathLike, split: str) -> list[dict]:
+    """The JSON table of one split written by data_preprocessing.py."""
+    path = Path(table_dir) / f"{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"table '{path}' not found: run data_preprocessing.py first "
+                                f"(or point PATH.DATA.TABLE at a preprocessed folder)")
+    with open(path) as handle:
+        table = json.load(handle)
+    if not isinstance(table, list) or not table:
+        raise ValueError(f"table '{path}' must be a non-empty JSON list of samples")
+    return table
+
+
+def points_key(entry: dict, path_hint: str) -> str:
+    keys = sorted(k for k in entry if k.startswith("points_"))
+    if not keys:
+        raise KeyError(f"{path_hint}: entry '{entry.get('image')}' has no 'points_<rows>' field")
+    return keys[0]
+
+
+class KeypointDataset(torch.utils.data.Dataset):
+    """One preprocessed split. Training samples are augmented and carry random initial clicks.
+
+    Randomness is a pure function of (seed, epoch, index), so runs repeat and resume exactly.
+    """
+
+    def __init__(self, config, split: str, table: list[dict] | None = None, image_dir: str | None = None,
+                 train: bool | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        self.split = split
+        self.train = (split == "train") if train is None else train
+        self.table = table if table is not None else read_table(config.PATH.DATA.TABLE, split)
+        self.image_dir = Path(image_dir or config.PATH.DATA.IMAGE)
+        self.size_rc = tuple(config.Dataset.image_size)
+        self.num_keypoints = config.Dataset.num_keypoint
+        self.swap_lr = config.Dataset.aug.swap_lr_on_flip
+        self.transform = build_transform(config.Dataset.aug, self.size_rc, self.train)
+        self.click_probs = click_count_probs(config.Hint.num_dist, config.Hint.max_hint)
+        self.seed = config.Train.seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.table[index]
+        image_path = self.image_dir / entry["image"]
+        image = np.load(image_path)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=-1)
+        points_xy = np.asarray(entry[points_key(entry, str(image_path))], dtype=np.float64)
+        if points_xy.shape != (self.num_keypoints, 2):
+            raise ValueError(f"{image_path}: expected {self.num_keypoints} points, got shape {points_xy.shape}")
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, points_xy, geometry_unchanged = augment(
+            self.transform, image, points_xy, int(rng.integers(2**31 - 1)), self.swap_lr)
+        clicks = (sample_initial_clicks(rng, self.num_keypoints, self.click_probs) if self.train
+                  else np.zeros(0, dtype=np.int64))
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0 * 2 - 1
+        return {
+            "image": image_t,
+            "coords_rc": torch.from_numpy(points_xy[:, ::-1].copy()).float(),
+            "raw_size_rc": torch.tensor(entry["raw_size_row_col"], dtype=torch.float32),
+            "spacing_rc": torch.tensor(entry.get("pixelSpacing", [1, 1]), dtype=torch.float32),
+            "morph_mask": torch.tensor(geometry_unchanged),
+            "clicks": clicks,
+            "index": index,
+            "name": entry["image"],
+        }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors; keep per-sample click lists and names as lists."""
+    batch = {key: torch.stack([s[key] for s in samples])
+             for key in ("image", "coords_rc", "raw_size_rc", "spacing_rc", "morph_mask")}
+    batch["clicks"] = [s["clicks"] for s in samples]
+    batch["index"] = torch.tensor([s["index"] for s in samples])
+    batch["name"] = [s["name"] for s in samples]
+    return batch

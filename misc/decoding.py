@@ -1,0 +1,55 @@
+"""Heatmap -> coordinate decoding (pure tensor functions). Coordinates are (row, col)."""
+from __future__ import annotations
+
+import torch
+
+
+def hard_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) -> (B, K, 2) float (row, col) of the maximum (first one on ties)."""
+    b, k, _, cols = heatmaps.shape
+    flat_index = heatmaps.reshape(b, k, -1).argmax(-1)
+    return torch.stack((torch.div(flat_index, cols, rounding_mode="floor"), flat_index % cols), -1).float()
+
+
+def soft_argmax(weights: torch.Tensor) -> torch.Tensor:
+    """Expected (row, col) of non-negative ``weights`` (B, K, H, W) normalised over each map."""
+    rows, cols = weights.shape[-2:]
+    mass_r = weights.sum(-1)  # (B, K, H)
+    mass_c = weights.sum(-2)  # (B, K, W)
+    grid_r = torch.arange(rows, device=weights.device, dtype=weights.dtype)
+    grid_c = torch.arange(cols, device=weights.device, dtype=weights.dtype)
+    row = (mass_r * grid_r).sum(-1) / mass_r.sum(-1)
+    col = (mass_c * grid_c).sum(-1) / mass_c.sum(-1)
+    return torch.stack((row, col), -1)
+
+
+def extract_patches(heatmaps: torch.Tensor, centers_rc: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, K, P, P) windows of ``heatmaps`` centred on integer ``centers_rc``, zero outside the map."""
+    b, k, rows, cols = heatmaps.shape
+    half = patch_size // 2
+    padded = torch.nn.functional.pad(heatmaps, (patch_size, patch_size, patch_size, patch_size))
+    offsets = torch.arange(patch_size, device=heatmaps.device) - half
+    centers = centers_rc.long() + patch_size  # into the padded frame
+    idx_r = centers[..., 0:1] + offsets  # (B, K, P)
+    idx_c = centers[..., 1:2] + offsets
+    flat = padded.reshape(b * k, rows + 2 * patch_size, cols + 2 * patch_size)
+    bk = torch.arange(b * k, device=heatmaps.device)[:, None, None]
+    patches = flat[bk, idx_r.reshape(b * k, patch_size, 1), idx_c.reshape(b * k, 1, patch_size)]
+    return patches.reshape(b, k, patch_size, patch_size)
+
+
+def subpixel_decode(probs: torch.Tensor, patch_size: int = 15, temperature: float = 10.0) -> torch.Tensor:
+    """Sub-pixel coordinates (SPEC 4): hard argmax plus the expected offset of softmax(10 x patch).
+
+    Differentiable in ``probs`` (the morphology loss trains through it); probs are sigmoid heatmaps.
+    """
+    hard_rc = hard_argmax(probs.detach())
+    patches = extract_patches(probs, hard_rc, patch_size)
+    b, k = patches.shape[:2]
+    weights = (patches * temperature).reshape(b, k, -1).softmax(-1).reshape(patches.shape)
+    return hard_rc + soft_argmax(weights) - (patch_size // 2)
+
+
+def decode(probs: torch.Tensor, subpixel: bool, patch_size: int) -> torch.Tensor:
+    """The configured "sargmax" decoding: sub-pixel (default) or a whole-map soft-argmax."""
+    return subpixel_decode(probs, patch_size) if subpixel else soft_argmax(probs)

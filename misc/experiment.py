@@ -1,0 +1,78 @@
+"""The experiment folder: resolved config, log, metrics, checkpoints and TensorBoard events."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from util import atomic_write_text, config_to_yaml
+
+CONFIG_FILE, LOG_FILE, METRICS_FILE = "config.yaml", "log.txt", "metrics.jsonl"
+BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pth", "last.pth"
+
+
+class Experiment:
+    """One run = one folder ``<save_root>/<name>``. Only the main process writes (``writer=False``
+    elsewhere), so every method is safe to call on every rank."""
+
+    def __init__(self, save_root, name: str, writer: bool = True, tensorboard: bool = True):
+        self.dir = Path(save_root) / name
+        self.name = name
+        self.is_writer = writer
+        self._tb = None
+        if writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.dir / BEST_CHECKPOINT
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.dir / LAST_CHECKPOINT
+
+    def save_config(self, config) -> None:
+        if self.is_writer:
+            atomic_write_text(self.dir / CONFIG_FILE, config_to_yaml(config))
+
+    def log(self, message: str, echo: bool = True) -> None:
+        if not self.is_writer:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        with open(self.dir / LOG_FILE, "a") as handle:
+            handle.write(line + "\n")
+        if echo:
+            print(line, flush=True)
+
+    def record_metrics(self, epoch: int, metrics: dict) -> None:
+        if not self.is_writer:
+            return
+        with open(self.dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps({"epoch": epoch, **metrics}) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, epoch)
+
+    def add_images(self, tag: str, images_hwc: np.ndarray, epoch: int) -> None:
+        if self._tb is not None:
+            self._tb.add_images(tag, images_hwc, epoch, dataformats="NHWC")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def draw_keypoints(image_chw, true_rc, pred_rc, radius: int = 2) -> np.ndarray:
+    """An (H, W, 3) uint8 picture: truth in green, prediction in red, for TensorBoard."""
+    image = ((np.asarray(image_chw).transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8).copy()
+    rows, cols = image.shape[:2]
+    for coords, colour in ((true_rc, (0, 255, 0)), (pred_rc, (255, 0, 0))):
+        for r, c in np.asarray(coords).round().astype(int):
+            image[max(r - radius, 0):min(r + radius + 1, rows), max(c - radius, 0):min(c + radius + 1, cols)] = colour
+    return image

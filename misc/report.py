@@ -1,0 +1,63 @@
+"""Human-readable results: the README-style table and the MRE-per-click plot."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# SPEC 6 / the paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
+PAPER_AASCE = {
+    "model": [58.58, 35.39, 29.35, 24.02, 21.06, 17.67],
+    "manual": [58.58, 55.85, 53.33, 50.90, 48.55, 47.03],
+}
+TABLE_METRIC = "sargmax_mm_MRE"
+
+
+def format_table(results: dict, clicks: int, metrics=(TABLE_METRIC, "hargmax_mm_MRE")) -> str:
+    """Markdown table: rows model / manual revision, columns 0..clicks, one block per metric."""
+    lines = []
+    header = "| " + " | ".join(["", *[f"{n} click{'s' if n != 1 else ''}" for n in range(clicks + 1)]]) + " |"
+    for metric in metrics:
+        lines += [f"MRE ({metric}; {'original pixels' if '_mm_' in metric else 'network-grid pixels'}), "
+                  f"{results.get('num_images', '?')} images", "", header,
+                  "|" + "---|" * (clicks + 2)]
+        for revision in ("model", "manual"):
+            values = results[revision][metric][: clicks + 1]
+            lines.append(f"| {revision} revision | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        lines.append("")
+    if results.get("noc"):
+        lines.append("Clicks to bring an image's MRE (sargmax, original px) under a threshold "
+                     f"(mean over images; budget {results.get('max_clicks')} clicks):")
+        lines.append("")
+        for threshold, entry in results["noc"].items():
+            parts = [f"{rev} {entry[rev]['mean_clicks']:.2f} ({entry[rev]['not_reached']} not reached)"
+                     for rev in ("model", "manual")]
+            lines.append(f"- MRE <= {threshold}: " + "; ".join(parts))
+    return "\n".join(lines).rstrip()
+
+
+def plot_mre(results: dict, path: Path, metric: str = TABLE_METRIC, reference: dict | None = None) -> None:
+    """PNG of MRE against clicks for both revisions (the paper's AASCE values dashed, if given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from util import atomic_write_bytes
+    import io
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for revision, colour in (("model", "tab:red"), ("manual", "tab:blue")):
+        values = results[revision][metric]
+        ax.plot(range(len(values)), values, "o-", color=colour, label=f"{revision} revision (ours)")
+        if reference:
+            ref = reference[revision]
+            ax.plot(range(len(ref)), ref, "s--", color=colour, alpha=0.5, label=f"{revision} revision (paper)")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel(f"MRE ({metric}, {'original px' if '_mm_' in metric else 'grid px'})")
+    ax.set_title("Interactive revision: error against number of clicks")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

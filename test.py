@@ -1,0 +1,126 @@
+"""Evaluate a trained model with the interactive protocol (SPEC 6): model vs manual revision.
+
+    python test.py --only_test_version quick              # save/quick/best.pth on its own test split
+    python test.py --checkpoint pretrained/x.pth --data data/dataset16_512 --out results/x
+
+Writes to the output folder: results.json (every metric per click), results.md (the table),
+mre_per_click.png, and predictions.npz (per image and click: coordinates of both revisions in the
+network grid and in original pixels, the truth, the click order), so anyone can recompute the
+metrics without this code.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import util
+from dataset.keypoint_dataset import KeypointDataset, collate
+from misc.evaluation import evaluate, original_frame, summarise
+from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
+from misc.report import PAPER_AASCE, format_table, plot_mre
+from model import build_model, load_weights
+from model.weights import read_checkpoint
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--only_test_version", metavar="NAME", help="experiment name under --save-dir")
+    what.add_argument("--checkpoint", help="a checkpoint file (ours or the authors' release)")
+    parser.add_argument("--save-dir", default=None, help="experiments root (default: PATH.SAVE of the config)")
+    parser.add_argument("--config", default=None,
+                        help="config for --checkpoint (default: the one stored in the checkpoint, "
+                             "else config/spineweb_ours.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--data", help="a folder written by data_preprocessing.py; its test.json is used")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"))
+    parser.add_argument("--out", help="output folder (default: <experiment>/test or next to the checkpoint)")
+    parser.add_argument("--max-clicks", type=int, default=None, help="clicks to simulate (default: Test.max_clicks)")
+    parser.add_argument("--table-clicks", type=int, default=None, help="columns of the printed table (default: Test.table_clicks)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow a checkpoint that needs unpickling (only for files you trust)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def list_experiments(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob(f"*/{BEST_CHECKPOINT}")) if root.is_dir() else []
+
+
+def resolve_model(args):
+    """(config, checkpoint path, default output folder) from the arguments."""
+    if args.only_test_version:
+        base = util.load_config(args.config or "config/spineweb_ours.yaml")
+        root = Path(args.save_dir or base.PATH.SAVE)
+        run_dir = root / args.only_test_version
+        checkpoint = run_dir / BEST_CHECKPOINT
+        if not checkpoint.is_file():
+            found = list_experiments(root)
+            raise SystemExit(f"no experiment '{args.only_test_version}' with a {BEST_CHECKPOINT} under {root}; "
+                             f"available: {', '.join(found) if found else 'none'}")
+        return util.load_config(run_dir / CONFIG_FILE, args.set), checkpoint, run_dir / "test"
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise SystemExit(f"checkpoint not found: {checkpoint}")
+    if args.config:
+        config = util.load_config(args.config, args.set)
+    else:
+        stored = read_checkpoint(checkpoint, allow_pickle=args.allow_pickle)
+        if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
+            config = util.config_from_dict(stored["config"], f"config stored in {checkpoint}", args.set)
+        else:
+            config = util.load_config("config/spineweb_ours.yaml", args.set)
+    return config, checkpoint, checkpoint.parent / f"{checkpoint.stem}_test"
+
+
+def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    util.atomic_write_json(out_dir / "results.json", results)
+    util.atomic_write_text(out_dir / "results.md", table + "\n")
+    npz = {key: value for key, value in arrays.items()}
+    for key in [k for k in arrays if k.endswith("_rc") and k.startswith(("model_", "manual_"))] + ["true_rc"]:
+        npz[key.replace("_rc", "_original_rc")] = original_frame(arrays, key)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **npz)
+    util.atomic_write_bytes(out_dir / "predictions.npz", buffer.getvalue())
+    reference = PAPER_AASCE if config.Dataset.NAME == "dataset16" else None
+    plot_mre(results, out_dir / "mre_per_click.png", reference=reference)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config, checkpoint, default_out = resolve_model(args)
+    if args.data:
+        config.PATH.DATA.TABLE = config.PATH.DATA.IMAGE = args.data
+    device = util.select_device(args.device or config.MISC.device)
+    max_clicks = config.Test.max_clicks if args.max_clicks is None else args.max_clicks
+    table_clicks = min(config.Test.table_clicks if args.table_clicks is None else args.table_clicks, max_clicks)
+    net = build_model(config)
+    info = load_weights(net, checkpoint, allow_pickle=args.allow_pickle)
+    net.to(device).eval()
+    dataset = KeypointDataset(config, args.split, train=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
+    print(f"evaluating {checkpoint} (epoch {info.get('epoch', '?')}) on {len(dataset)} {args.split} images "
+          f"from {config.PATH.DATA.TABLE}, 0..{max_clicks} clicks, device {device}")
+    arrays = evaluate(net, loader, config, device, max_clicks, progress=not args.no_progress)
+    results = summarise(arrays, config.Test.noc_thresholds)
+    results["checkpoint"] = str(checkpoint)
+    results["data"] = str(config.PATH.DATA.TABLE)
+    results["split"] = args.split
+    table = format_table(results, table_clicks)
+    print(table)
+    out_dir = Path(args.out) if args.out else default_out
+    save_outputs(out_dir, arrays, results, table, config)
+    print(f"wrote {out_dir}/results.json, results.md, mre_per_click.png, predictions.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The revision protocol on hand-made predictions (no network needed)."""
+import torch
+
+from misc.heatmaps import gaussian_heatmaps
+from misc.metrics import grid_to_original, radial_errors
+from misc.revision import clicks_to_reach, mre_per_image, run_revisions
+
+SIZE = (64, 32)
+K = 8
+
+
+def _truth(batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.rand(batch, K, generator=g) * 50 + 5, torch.rand(batch, K, generator=g) * 20 + 5], -1).round()
+
+
+def _predictor(true_rc, offsets, pull=0.5, calls=None):
+    """A fake model: prediction = truth + offsets; every click halves the others' offsets."""
+    def predict(clicked, prev):
+        if calls is not None:
+            calls.append((clicked.clone(), None if prev is None else prev.clone()))
+        n_clicked = clicked.sum(1, keepdim=True)[..., None].float()
+        coords = true_rc + offsets * (pull ** n_clicked)
+        return gaussian_heatmaps(coords, SIZE, std=1.5)
+    return predict
+
+
+def _run(true_rc, offsets, clicks=4, **kw):
+    raw = torch.tensor([[640.0, 320.0]] * true_rc.shape[0])
+    return run_revisions(_predictor(true_rc, offsets, **kw), true_rc, clicks, SIZE, raw, subpixel=True), raw
+
+
+def test_manual_revision_fixes_the_worst_point_first_and_never_moves_others():
+    true_rc = _truth()
+    offsets = torch.zeros_like(true_rc)
+    offsets[:, :, 0] = torch.arange(1, K + 1).float()  # point k is off by k+1 rows: K-1 is the worst
+    (model, manual), _ = _run(true_rc, offsets)
+    coords = manual.stacked("hargmax")
+    assert manual.clicks()[0].tolist() == [7, 6, 5, 4]
+    for n in range(1, 5):
+        changed = (coords[:, n] != coords[:, n - 1]).any(-1)  # (B, K)
+        assert changed.sum(1).tolist() == [1, 1, 1]
+        fixed = manual.click_order[n - 1]
+        assert torch.equal(coords[torch.arange(3), n, fixed], true_rc[torch.arange(3), fixed])
+
+
+def test_model_revision_never_clicks_twice_and_clicked_points_equal_truth():
+    true_rc = _truth(batch=2, seed=1)
+    offsets = torch.randn(2, K, 2, generator=torch.Generator().manual_seed(3)) * 4
+    (model, _), _ = _run(true_rc, offsets, clicks=K)
+    order = model.clicks()
+    for b in range(2):
+        assert sorted(order[b].tolist()) == list(range(K))
+    soft = model.stacked("sargmax")
+    for n in range(1, K + 1):
+        for b in range(2):
+            done = order[b, :n]
+            assert torch.equal(soft[b, n, done], true_rc[b, done])
+
+
+def test_model_revision_feeds_previous_prediction_only_on_clicked_channels():
+    true_rc = _truth(batch=1)
+    calls = []
+    raw = torch.tensor([[640.0, 320.0]])
+    run_revisions(_predictor(true_rc, torch.ones_like(true_rc) * 3, calls=calls), true_rc, 3, SIZE, raw)
+    assert calls[0][1] is None
+    for clicked, prev in calls[1:]:
+        energy = prev.sum((-1, -2))  # (B, K)
+        assert bool((energy[~clicked] == 0).all()) and bool((energy[clicked] > 0).all())
+
+
+def test_metrics_equal_a_direct_computation():
+    true_rc = _truth()
+    offsets = torch.randn(3, K, 2, generator=torch.Generator().manual_seed(5)) * 3
+    (model, manual), raw = _run(true_rc, offsets, clicks=3)
+    coords = model.stacked("sargmax")
+    per_image = mre_per_image(coords, true_rc, SIZE, raw, frame="mm")
+    direct = torch.stack([
+        radial_errors(grid_to_original(coords[:, n], SIZE, raw), grid_to_original(true_rc, SIZE, raw)).mean(-1)
+        for n in range(4)], 1)
+    torch.testing.assert_close(per_image, direct)
+    # a helping model beats manual revision once it has a click
+    manual_mre = mre_per_image(manual.stacked("sargmax"), true_rc, SIZE, raw, frame="mm").mean(0)
+    assert per_image.mean(0)[0] == manual_mre[0] and per_image.mean(0)[3] < manual_mre[3]
+
+
+def test_clicks_to_reach_counts_first_click_under_threshold_and_flags_failures():
+    per_image = torch.tensor([[50.0, 30.0, 10.0], [5.0, 4.0, 3.0], [50.0, 45.0, 41.0]])
+    noc, failed = clicks_to_reach(per_image, 20.0)
+    assert noc.tolist() == [2, 0, 2] and failed.tolist() == [False, False, True]

@@ -1,0 +1,237 @@
+"""Train the interactive keypoint network (SPEC 5).
+
+    python train.py --config config/quick.yaml --name my_run
+    python train.py --config config/quick.yaml --name my_run --resume      # continue after a stop
+    torchrun --nproc_per_node 2 train.py --config ...                      # DistributedDataParallel
+
+One folder per run (``PATH.SAVE/<name>``) holds the resolved config, log.txt, metrics.jsonl,
+TensorBoard events, best.pth (lowest validation metric) and last.pth (everything needed to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+import util
+from dataset.keypoint_dataset import KeypointDataset, collate
+from misc.evaluation import evaluate, summarise
+from misc.experiment import Experiment, draw_keypoints
+from misc.morph_pairs import load_morph_pairs
+from misc.training import training_step
+from model import build_model, load_weights, save_checkpoint
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config/quick.yaml", help="YAML config (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set Train.batch_size=2 (repeatable)")
+    parser.add_argument("--name", help="experiment name (default: the config file's stem)")
+    parser.add_argument("--save-dir", help="experiments root (default: PATH.SAVE of the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the named run from its last.pth")
+    parser.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    return parser.parse_args(argv)
+
+
+class ShardedEpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch, split evenly across ranks (padded by wrapping around)."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+        self.size, self.seed, self.rank, self.world, self.shuffle = size, seed, rank, world, shuffle
+        self.epoch = 0
+        self.per_rank = math.ceil(size / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle
+                 else np.arange(self.size))
+        order = np.resize(order, self.per_rank * self.world)
+        return iter(order[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def setup_distributed(device_arg):
+    """(rank, world, device); initialises the process group under torchrun."""
+    if "RANK" not in os.environ:
+        return 0, 1, util.select_device(device_arg or "auto")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and (device_arg or "auto") != "cpu"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def build_optimizer(net, config):
+    kind = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[config.Optimizer.optimizer]
+    optimizer = kind(net.parameters(), lr=config.Optimizer.lr, weight_decay=config.Optimizer.weight_decay)
+    scheduler = None
+    if config.Optimizer.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.Train.epoch)
+    return optimizer, scheduler
+
+
+def validation_metric(results: dict, config) -> float:
+    """Mean over clicks 0..Train.val_clicks of the decision metric for model revision."""
+    return float(np.mean(results["model"][config.Train.decision_metric]))
+
+
+def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress):
+    net.train()
+    rng = np.random.default_rng([config.Train.seed, epoch, rank, 1])
+    limit = config.Train.max_batches_per_epoch or len(loader)
+    totals = {"loss": 0.0, "bce_main": 0.0, "bce_aux": 0.0, "morph": 0.0}
+    count = 0
+    bar = tqdm(loader, total=min(limit, len(loader)), desc=f"epoch {epoch}", disable=not progress, leave=False)
+    for index, batch in enumerate(bar):
+        if index >= limit:
+            break
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            terms = training_step(net, batch, config, morph_pairs, rng, device)
+        if not torch.isfinite(terms.total):
+            raise TrainingDiverged(f"loss became {terms.total.item()} at epoch {epoch}, batch {index} "
+                                   f"(images {batch['name']}); the last good checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms.total).backward()
+        if config.Train.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.Train.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        count += 1
+        for key, value in (("loss", terms.total.item()), ("bce_main", terms.bce_main),
+                           ("bce_aux", terms.bce_aux), ("morph", terms.morph)):
+            totals[key] += value
+        bar.set_postfix(loss=f"{totals['loss'] / count:.5f}")
+    return {f"train/{k}": v / max(count, 1) for k, v in totals.items()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank, world, device = setup_distributed(args.device)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
+    config = util.load_config(args.config, args.set)
+    if args.device:
+        config.MISC.device = args.device
+    name = args.name or Path(args.config).stem
+    save_root = args.save_dir or config.PATH.SAVE
+    run = Experiment(save_root, name, writer=rank == 0, tensorboard=config.MISC.TB)
+    resume_state = None
+    if args.resume:
+        if not run.last_checkpoint.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {run.last_checkpoint}")
+        resume_state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+        config = util.load_config(run.dir / "config.yaml", args.set)
+    elif rank == 0 and run.last_checkpoint.exists():
+        raise SystemExit(f"{run.dir} already holds a run: pass --resume to continue it or choose another --name")
+    amp = args.amp and device.type == "cuda"
+    if args.amp and not amp:
+        run.log("notice: --amp needs CUDA; training in float32")
+
+    util.seed_everything(config.Train.seed)
+    train_set = KeypointDataset(config, "train")
+    val_set = KeypointDataset(config, "val")
+    sampler = ShardedEpochSampler(len(train_set), config.Train.seed, rank, world)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=config.Train.batch_size, sampler=sampler,
+                                               collate_fn=collate, num_workers=config.MISC.num_workers)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.Train.batch_size, collate_fn=collate,
+                                             num_workers=config.MISC.num_workers)
+    net = build_model(config).to(device)
+    if world > 1 and args.sync_bn:
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    optimizer, scheduler = build_optimizer(net, config)
+    morph_pairs = tuple(torch.as_tensor(p, device=device) for p in load_morph_pairs(config.Morph.pairs))
+    state = {"epoch": 0, "best_metric": float("inf"), "best_epoch": 0, "patience": 0}
+    if resume_state is not None:
+        net.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        if scheduler is not None and resume_state.get("scheduler"):
+            scheduler.load_state_dict(resume_state["scheduler"])
+        state = dict(resume_state["train_state"])
+        run.log(f"resumed {run.dir} after epoch {state['epoch']}")
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    run.save_config(config)
+    n_params = sum(p.numel() for p in net.parameters())
+    run.log(f"run {run.dir}: {len(train_set)} train / {len(val_set)} val images, {n_params:,} parameters, "
+            f"device {device}, world size {world}")
+
+    progress = rank == 0 and not args.no_progress
+    stop_reason = f"reached Train.epoch={config.Train.epoch}"
+    for epoch in range(state["epoch"] + 1, config.Train.epoch + 1):
+        started = time.time()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        torch.manual_seed(config.Train.seed * 100_003 + epoch * 101 + rank)  # dropout: repeatable per epoch
+        try:
+            train_metrics = train_one_epoch(net, train_loader, optimizer, config, morph_pairs, device, epoch, rank,
+                                            scaler, amp, progress)
+        except TrainingDiverged as exc:
+            run.log(f"stopped: {exc}")
+            return 2
+        if scheduler is not None:
+            scheduler.step()
+        arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
+        results = summarise(arrays)
+        metric = validation_metric(results, config)
+        improved = metric < state["best_metric"]
+        state["epoch"] = epoch
+        if improved:
+            state.update(best_metric=metric, best_epoch=epoch, patience=0)
+            if rank == 0:
+                save_checkpoint(run.best_checkpoint, net, epoch=epoch, metric={config.Train.decision_metric: metric},
+                                config=config)
+        else:
+            state["patience"] += 1
+        metrics = {**train_metrics, "val/metric": metric, "val/sargmax_mm_MRE_0click": results["model"]["sargmax_mm_MRE"][0],
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.time() - started}
+        run.record_metrics(epoch, metrics)
+        if rank == 0 and (epoch == 1 or epoch % 5 == 0):
+            pictures = [draw_keypoints(val_set[i]["image"].numpy(), arrays["true_rc"][i], arrays["model_sargmax_rc"][i, 0])
+                        for i in range(min(3, len(val_set)))]
+            run.add_images("val/predictions_0click", np.stack(pictures), epoch)
+        run.log(f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f} "
+                f"val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f}"
+                f"{' *best*' if improved else ''} ({metrics['epoch_seconds']:.0f}s)")
+        if rank == 0:
+            save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict() if scheduler is not None else {},
+                            train_state=state, config=config, epoch=epoch)
+        if state["patience"] > config.Train.patience:
+            stop_reason = f"early stop: no improvement for {state['patience']} epochs"
+            break
+    run.log(f"done ({stop_reason}); best {config.Train.decision_metric} {state['best_metric']:.2f} "
+            f"at epoch {state['best_epoch']} -> {run.best_checkpoint}")
+    run.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
