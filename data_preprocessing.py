@@ -13,6 +13,7 @@ import sys
 
 from dataset.aasce_io import AasceDataError
 from dataset.preprocess import (
+    BACKENDS,
     DEFAULT_SIZE_ROW_COL,
     DEFAULT_SOURCE,
     DEFAULT_TARGET,
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the validation draw (from the training images in sorted name order)")
     parser.add_argument("--workers", type=int, default=available_cpus(),
-                        help="processes that read and resize images (1 = no process pool)")
+                        help="parallel workers that read and resize images (1 = a plain loop)")
+    parser.add_argument("--backend", choices=BACKENDS, default="thread",
+                        help="run the workers as threads (decoding and resizing release the GIL; no start-up "
+                             "cost) or as processes")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset16_<rows>/ folder (atomically, at the end)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            backend=args.backend,
         )
     except AasceDataError as exc:
         print(f"error: {len(exc.problems)} problem(s) in '{args.source}'; nothing was written:", file=sys.stderr)
@@ -82,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{split} {n}" for split, n in report.counts.items())
-    print(f"wrote {report.output_dir} ({counts}; {len(report.dropped)} dropped) in {report.seconds:.1f} s")
-    for message in report.dropped:
-        print(f"  dropped: {message}")
+    dropped = f"{len(report.dropped)} dropped, see the warnings above" if report.dropped else "none dropped"
+    print(f"wrote {report.output_dir} ({counts}; {dropped}) in {report.seconds:.1f} s; "
+          f"the run is recorded in preprocessing.json")
     return 0
 
 

@@ -20,6 +20,8 @@ import torch
 
 import util
 from dataset.keypoint_dataset import KeypointDataset, collate
+from misc.cobb import NUM_KEYPOINTS as COBB_KEYPOINTS
+from misc.cobb_eval import cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles, true_cobb_angles
 from misc.evaluation import evaluate, original_frame, summarise
 from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from misc.report import PAPER_AASCE, format_table, plot_mre
@@ -42,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="output folder (default: <experiment>/test or next to the checkpoint)")
     parser.add_argument("--max-clicks", type=int, default=None, help="clicks to simulate (default: Test.max_clicks)")
     parser.add_argument("--table-clicks", type=int, default=None, help="columns of the printed table (default: Test.table_clicks)")
+    parser.add_argument("--visualize", type=int, default=0, metavar="N",
+                        help="write PNG strips (truth, both revisions after 0/1/3/5 clicks) for the first N images")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default=None)
     parser.add_argument("--allow-pickle", action="store_true",
@@ -80,18 +84,22 @@ def resolve_model(args):
     return config, checkpoint, checkpoint.parent / f"{checkpoint.stem}_test"
 
 
-def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config) -> None:
+def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config, cobb: dict | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     util.atomic_write_json(out_dir / "results.json", results)
     util.atomic_write_text(out_dir / "results.md", table + "\n")
     npz = {key: value for key, value in arrays.items()}
     for key in [k for k in arrays if k.endswith("_rc") and k.startswith(("model_", "manual_"))] + ["true_rc"]:
         npz[key.replace("_rc", "_original_rc")] = original_frame(arrays, key)
+    if cobb is not None:
+        npz.update(cobb)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **npz)
     util.atomic_write_bytes(out_dir / "predictions.npz", buffer.getvalue())
     reference = PAPER_AASCE if config.Dataset.NAME == "dataset16" else None
     plot_mre(results, out_dir / "mre_per_click.png", reference=reference)
+    if cobb is not None:
+        plot_cobb(results, out_dir / "cobb_per_click.png")
 
 
 def main(argv=None) -> int:
@@ -115,10 +123,24 @@ def main(argv=None) -> int:
     results["data"] = str(config.PATH.DATA.TABLE)
     results["split"] = args.split
     table = format_table(results, table_clicks)
+    cobb = None
+    if config.Dataset.num_keypoint == COBB_KEYPOINTS:  # Cobb angles need the 17 AASCE vertebrae
+        true_angles = true_cobb_angles(dataset.table, arrays)
+        for revision, metrics in cobb_metrics(arrays, true_angles).items():
+            results[revision].update(metrics)
+        table += "\n\n" + format_cobb_table(results, table_clicks)
+        cobb = {"true_cobb_angles": true_angles,
+                **{f"{rev}_cobb_angles": predicted_cobb_angles(arrays, rev)[0] for rev in ("model", "manual")}}
     print(table)
     out_dir = Path(args.out) if args.out else default_out
-    save_outputs(out_dir, arrays, results, table, config)
-    print(f"wrote {out_dir}/results.json, results.md, mre_per_click.png, predictions.npz")
+    save_outputs(out_dir, arrays, results, table, config, cobb)
+    print(f"wrote {out_dir}/results.json, results.md, predictions.npz and the plots")
+    if args.visualize:
+        from misc.visualize import write_strips
+
+        paths = write_strips(arrays, dataset, args.visualize, out_dir / "visualize",
+                             true_angles=cobb["true_cobb_angles"] if cobb else None)
+        print(f"wrote {len(paths)} picture strips to {out_dir / 'visualize'}")
     return 0
 
 

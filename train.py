@@ -46,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--time-limit", type=float, default=0, metavar="MINUTES",
+                        help="stop cleanly after the epoch that passes this wall-clock budget; "
+                             "continue later with --resume (0 = no limit)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     return parser.parse_args(argv)
 
@@ -69,6 +72,17 @@ class ShardedEpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def parameter_checksum(net) -> str:
+    """A digest of every parameter and buffer, to check that DDP ranks hold the same weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in getattr(net, "module", net).state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def setup_distributed(device_arg):
@@ -182,6 +196,7 @@ def main(argv=None) -> int:
 
     progress = rank == 0 and not args.no_progress
     stop_reason = f"reached Train.epoch={config.Train.epoch}"
+    session_start = time.time()
     for epoch in range(state["epoch"] + 1, config.Train.epoch + 1):
         started = time.time()
         sampler.set_epoch(epoch)
@@ -195,6 +210,9 @@ def main(argv=None) -> int:
             return 2
         if scheduler is not None:
             scheduler.step()
+        if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
+            for buffer in net.module.buffers():  # every rank validates the same model and stops together
+                dist.broadcast(buffer, 0)
         arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
         results = summarise(arrays)
         metric = validation_metric(results, config)
@@ -224,12 +242,19 @@ def main(argv=None) -> int:
         if state["patience"] > config.Train.patience:
             stop_reason = f"early stop: no improvement for {state['patience']} epochs"
             break
+        if args.time_limit and time.time() - session_start > args.time_limit * 60:
+            stop_reason = f"time limit of {args.time_limit:g} min reached; continue with --resume"
+            break
     run.log(f"done ({stop_reason}); best {config.Train.decision_metric} {state['best_metric']:.2f} "
             f"at epoch {state['best_epoch']} -> {run.best_checkpoint}")
-    run.close()
     if world > 1:
+        checksums = [None] * world
+        dist.all_gather_object(checksums, parameter_checksum(net))
+        run.log(f"parameter checksums per rank: {checksums} -> "
+                f"{'identical' if len(set(checksums)) == 1 else 'DIFFERENT'}")
         dist.barrier()
         dist.destroy_process_group()
+    run.close()
     return 0
 
 

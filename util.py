@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -13,6 +14,24 @@ import yaml
 from munch import Munch
 
 from misc.config_schema import ConfigError, normalise_floats, validate
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)
+
 
 __all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "select_device", "seed_everything",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml"]
@@ -27,7 +46,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if not all(keys):
         raise ConfigError(f"override '{text}': empty key in '{dotted}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
     return keys, value
@@ -54,7 +73,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Munch
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     return config_from_dict(tree, str(path), overrides)

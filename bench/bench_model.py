@@ -127,7 +127,8 @@ def bench_model(spec: dict, args: argparse.Namespace) -> dict:
     }
     baseline = result["variants"]["forward_with_aux"]["median_s"]
     best = min((v["median_s"], k) for k, v in result["variants"].items() if v["matches"])
-    result["best"] = {"variant": best[1], "median_s": best[0], "speedup_vs_forward_with_aux": round(baseline / best[0], 2)}
+    result["best"] = {"variant": best[1], "median_s": best[0],
+                      "speedup_vs_forward_with_aux": round(baseline / best[0], 2)}
     return result
 
 

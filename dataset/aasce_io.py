@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -214,20 +215,36 @@ def read_label(path: str | os.PathLike, num_keypoints: int = NUM_KEYPOINTS) -> n
         bad = ~np.isfinite(p2).all(axis=1)
         if bad.any():
             raise AasceDataError(
-                f"{path}: '{LABEL_VARIABLE}' has NaN or infinite coordinates at keypoints {np.flatnonzero(bad).tolist()}"
+                f"{path}: '{LABEL_VARIABLE}' has NaN or infinite coordinates at keypoints "
+                f"{np.flatnonzero(bad).tolist()}"
             )
     return p2
 
 
+_truncation_lock = threading.Lock()
+_truncation_users = 0
+_truncation_saved = False
+
+
 @contextlib.contextmanager
 def _strict_truncation():
-    """Make PIL raise on truncated images even if someone set ImageFile.LOAD_TRUNCATED_IMAGES = True."""
-    saved = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    """Make PIL raise on truncated images even if someone set ImageFile.LOAD_TRUNCATED_IMAGES = True.
+
+    Thread-safe: the flag is switched off while any thread is inside and restored when the last one leaves.
+    """
+    global _truncation_users, _truncation_saved
+    with _truncation_lock:
+        if _truncation_users == 0:
+            _truncation_saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        _truncation_users += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         yield
     finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+        with _truncation_lock:
+            _truncation_users -= 1
+            if _truncation_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _truncation_saved
 
 
 def read_image(path: str | os.PathLike, notes: list[str] | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["AbsScale", "ClickEncoder"]
@@ -49,5 +50,15 @@ class ClickEncoder(nn.Sequential):
         return super().__getitem__(idx)
 
     def forward(self, prev_probs: torch.Tensor, click_maps: torch.Tensor) -> torch.Tensor:
-        """prev_probs, click_maps (B,K,H,W) -> (B,out_channels,H/2,W/2)."""
-        return super().forward(torch.cat([prev_probs, click_maps], dim=1))
+        """prev_probs, click_maps (B,K,H,W) -> (B,out_channels,H/2,W/2).
+
+        The first (1x1) conv of concat(prev_probs, click_maps) is computed as the sum of the convs of
+        each part with its half of the same weight: the result equals the official one up to float
+        rounding, without building the 2K-channel full-resolution concatenation (~70 MB at 512x256).
+        """
+        first = self[0]
+        k = prev_probs.shape[1]
+        x = F.conv2d(prev_probs, first.weight[:, :k], first.bias) + F.conv2d(click_maps, first.weight[:, k:])
+        for layer in list(self)[1:]:
+            x = layer(x)
+        return x

@@ -22,7 +22,7 @@ _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
 
 def _leading_bn(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """(holder, name) of a BatchNorm2d that is ``module`` itself or the first item of a Sequential."""
+    """(holder, name) of the BatchNorm2d opening ``module`` when it is a Sequential like (BN, ReLU)."""
     if isinstance(module, nn.Sequential) and len(module) and isinstance(module[0], nn.BatchNorm2d):
         return module, "0"
     return None
@@ -71,4 +71,7 @@ def prepare_for_inference(net: nn.Module, *, fold_bn: bool = True, channels_last
         fold_batchnorm(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+        encoder = getattr(fast, "hintmap_encoder", None)
+        if encoder is not None:  # it reads the full-resolution inputs: converting them costs more than it saves
+            encoder.to(memory_format=torch.contiguous_format)
     return fast.requires_grad_(False)

@@ -125,10 +125,12 @@ class InteractiveKeypointNet(nn.Module):
         click_features = self.hintmap_encoder(prev_probs, click_maps)
         logits, aux_logits = self.ritm_hrnet(image, click_features, click_maps)
         size = image.shape[-2:]
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+        # .contiguous(): with a channels-last network the full-size outputs still come out in the
+        # standard layout (and bilinear upsampling is faster on it)
+        logits = F.interpolate(logits.contiguous(), size=size, mode="bilinear", align_corners=True)
         if not with_aux:
             return logits, None
-        return logits, F.interpolate(aux_logits, size=size, mode="bilinear", align_corners=True)
+        return logits, F.interpolate(aux_logits.contiguous(), size=size, mode="bilinear", align_corners=True)
 
     def predict(self, image: torch.Tensor, click_maps: torch.Tensor,
                 prev_probs: torch.Tensor | None = None) -> torch.Tensor:

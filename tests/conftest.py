@@ -29,3 +29,41 @@ def official_fixture():
     path = require(REFERENCE / "official_w8_fixture.pth", "the official numerical fixture")
     # The fixture is our own trusted reference file and holds Python lists next to tensors.
     return torch.load(path, weights_only=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_tree(tmp_path_factory) -> Path:
+    """A small synthetic ``boostnet_labeldata`` tree: 12 training + 4 test images at 0.4x the real size.
+
+    Shared by the whole session: treat it as read-only (copy it with shutil.copytree to modify it).
+    """
+    from dataset.synthetic import generate_tree
+
+    root = tmp_path_factory.mktemp("synthetic") / "boostnet_labeldata"
+    generate_tree(root, num_train=12, num_test=4, seed=0, scale=0.4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """A small generated boostnet_labeldata tree, preprocessed like the real data: (raw root, table dir)."""
+    from dataset.preprocess import preprocess
+    from dataset.synthetic import generate_tree
+
+    root = tmp_path_factory.mktemp("synthetic")
+    raw = root / "boostnet_labeldata"
+    generate_tree(raw, num_train=14, num_test=4, seed=3, scale=0.5)
+    report = preprocess(raw, root, size_row_col=(512, 256), val_size=4, seed=0, workers=1)
+    return raw, root / "dataset16_512"
+
+
+def tiny_overrides(table_dir, save_dir=None):
+    """A network and input small enough to train for a few steps in seconds on a CPU."""
+    sets = [f"PATH.DATA.IMAGE={table_dir}/", f"PATH.DATA.TABLE={table_dir}/",
+            "Dataset.image_size=[64,32]", "Dataset.heatmap_std=1.5", "Dataset.subpixel_decoding_patch_size=5",
+            "Model.width=8", "Model.ocr_width=16", "Model.small=true", "Train.batch_size=4",
+            "Train.epoch=2", "Train.max_batches_per_epoch=2", "Train.val_clicks=1", "MISC.TB=false",
+            "Optimizer.lr=0.002"]
+    if save_dir is not None:
+        sets.append(f"PATH.SAVE={save_dir}/")
+    return sets

@@ -211,7 +211,8 @@ def test_prepared_copy_folds_batchnorm_and_keeps_the_logits():
 def test_benchmark_runs_and_checks_outputs(capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_model", Path(__file__).resolve().parents[1] / "bench" / "bench_model.py")
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_model.py"
+    spec = importlib.util.spec_from_file_location("bench_model", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     report = bench.main(["--models", "cpu", "--size", "64", "32", "--runs", "1", "--warmup", "0", "--threads", "1"])

@@ -1,0 +1,146 @@
+"""Latency of one refinement in the annotation tool (issue 8: at most 1 s from mouse release to redrawn
+points), on CPU, for a real-size synthetic X-ray.
+
+Measures, per refinement (a different point fixed each time, all earlier ones kept, as a person works):
+  model_s     the network call alone (KeypointPredictor.predict: click maps, forward, decoding)
+  session_s   AnnotationSession.refine (adds the grid conversions and the history bookkeeping)
+  http_s      POST /api/refine over loopback, JSON encoded and decoded (everything but the browser)
+The browser adds its own share (pointer event, fetch, SVG update, next frame); tests/test_demo_browser.py
+measures the whole path in headless Chromium and prints it.
+
+    python bench/bench_demo.py                       # the committed model, else the quick config's
+    python bench/bench_demo.py --checkpoint save/quick/best.pth --runs 30 --output /tmp/bench_demo.json
+
+Latency does not depend on the weight values: without a checkpoint the quick config's architecture
+(config/quick.yaml) runs with random weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from demo import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_NAME  # noqa: E402
+from demo.predictor import KeypointPredictor, default_threads  # noqa: E402
+from demo.server import DemoApp, create_server  # noqa: E402
+from demo.session import AnnotationSession  # noqa: E402
+
+DEFAULT_CHECKPOINT = ROOT / DEFAULT_CHECKPOINT_NAME
+TARGET_S = 1.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="", help=f"model file (default {DEFAULT_CHECKPOINT.relative_to(ROOT)} "
+                                                          "when present, else random weights)")
+    parser.add_argument("--config", default=str(ROOT / "config" / "quick.yaml"),
+                        help="architecture for random weights (or for a checkpoint without a stored config)")
+    parser.add_argument("--runs", type=int, default=20, help="refinements timed per measure")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch intra-op threads (default: as demo.py, all cores but one)")
+    parser.add_argument("--example", type=int, default=0, help="synthetic test image index (seed 0)")
+    parser.add_argument("--output", default="", help="also write the JSON to this file")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.threads < 1:
+        parser.error("--runs and --threads must be >= 1")
+    return args
+
+
+def load(args) -> KeypointPredictor:
+    from util import load_config
+
+    config = load_config(args.config)
+    path = Path(args.checkpoint) if args.checkpoint else (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+    if path is None:
+        return KeypointPredictor.untrained_from_config(config)
+    return KeypointPredictor.from_checkpoint(path, config)
+
+
+def fixed_sequence(true_xy, runs: int) -> list[dict[int, tuple[float, float]]]:
+    """Growing sets of fixed points: run n fixes the n-th point of a fixed order (then starts again)."""
+    order = [26, 40, 3, 60, 12, 50, 33, 7, 66, 20, 45, 1, 55, 30, 10, 64, 37, 22, 48, 5]
+    out, fixed = [], {}
+    for n in range(runs):
+        index = order[n % len(order)]
+        if n and n % len(order) == 0:
+            fixed = {}
+        fixed = {**fixed, index: (float(true_xy[index, 0]) + 3.25, float(true_xy[index, 1]) - 2.5)}
+        out.append(dict(fixed))
+    return out
+
+
+def summary(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {"median_s": statistics.median(ordered), "p90_s": ordered[int(0.9 * (len(ordered) - 1))],
+            "max_s": ordered[-1], "min_s": ordered[0]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from dataset.synthetic import make_sample
+
+    predictor = load(args)
+    predictor.warm_up()
+    sample = make_sample(0, "test", args.example)
+    true_xy = sample.points_xy.astype(float)
+    sequence = fixed_sequence(true_xy, args.runs)
+
+    session = AnnotationSession("bench", sample.name, sample.image, predictor)
+    model_s, session_s = [], []
+    for fixed in sequence:
+        start = time.perf_counter()
+        state = session.refine(fixed)
+        session_s.append(time.perf_counter() - start)
+        model_s.append(state.seconds)
+
+    app = DemoApp(predictor)
+    server = create_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    first = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}api/example", data=json.dumps({"index": args.example}).encode(),
+        headers={"Content-Type": "application/json"}), timeout=60).read())
+    http_s = []
+    for fixed in sequence:
+        body = json.dumps({"session": first["session"], "fixed": {str(i): list(xy) for i, xy in fixed.items()}})
+        start = time.perf_counter()
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{server.url}api/refine", data=body.encode(), headers={"Content-Type": "application/json"}),
+                timeout=60) as response:
+            answer = json.loads(response.read())
+        http_s.append(time.perf_counter() - start)
+        assert all(answer["points"][i] == list(xy) for i, xy in fixed.items()), "a fixed point moved"
+    server.shutdown()
+    server.server_close()
+
+    result = {
+        "checkpoint": predictor.source, "model": predictor.model_name, "network_size_rc": list(predictor.size_rc),
+        "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()], "torch": torch.__version__,
+        "model_s": summary(model_s), "session_s": summary(session_s), "http_s": summary(http_s),
+        "target_s": TARGET_S,
+    }
+    result["meets_target"] = result["http_s"]["max_s"] < TARGET_S
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

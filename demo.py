@@ -1,0 +1,125 @@
+"""Interactive keypoint annotation in the browser: fix one point, the model refines the other 67.
+
+    python demo.py                                  # the committed CPU model, http://127.0.0.1:8765/
+    python demo.py --checkpoint save/quick/best.pth --port 9000
+
+Serves only this computer (127.0.0.1) unless told otherwise; runs on CPU. See demo/server.py for the
+JSON API.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from demo import DEFAULT_CHECKPOINT  # noqa: E402 - the package demo/ (it shadows this file's name on import)
+
+FALLBACK_CONFIG = "config/quick.yaml"  # architecture of the untrained stand-in when no checkpoint exists
+DEFAULT_PORT = 8765
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"model file (ours or the authors'); default {DEFAULT_CHECKPOINT}, else the newest "
+                             f"save/*/best.pth")
+    parser.add_argument("--config", default=None,
+                        help="YAML config for a checkpoint that stores none (e.g. the authors' release)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 = any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="serve other computers too (needed for a --host other than loopback); the "
+                             "tool has no login: use only on a trusted network")
+    parser.add_argument("--max-upload-mb", type=float, default=30.0, help="largest accepted image file")
+    parser.add_argument("--max-sessions", type=int, default=8, help="images kept in memory at once")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = all cores but one, which keeps slow outliers away)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="open checkpoints that hold pickled objects (only files you trust)")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    if args.port < 0 or args.port > 65535:
+        parser.error("--port must be 0..65535")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0")
+    if args.max_upload_mb <= 0 or args.max_sessions < 1:
+        parser.error("--max-upload-mb must be positive and --max-sessions at least 1")
+    return args
+
+
+def find_checkpoint(requested: str | None) -> Path | None:
+    """The checkpoint to use: the requested one (must exist), the default, or the newest save/*/best.pth."""
+    if requested:
+        path = Path(requested)
+        if not path.is_file():
+            raise SystemExit(f"error: checkpoint not found: {path}")
+        return path
+    default = ROOT / DEFAULT_CHECKPOINT
+    if default.is_file():
+        return default
+    trained = sorted((ROOT / "save").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    if trained:
+        print(f"note: the default model {DEFAULT_CHECKPOINT} is not there; using the newest trained one, "
+              f"{trained[-1].relative_to(ROOT)}")
+        return trained[-1]
+    return None
+
+
+def load_predictor(args):
+    from demo.predictor import KeypointPredictor
+    from util import load_config
+
+    config = load_config(args.config) if args.config else None
+    path = find_checkpoint(args.checkpoint)
+    if path is None:
+        print(f"WARNING: no model found ({DEFAULT_CHECKPOINT} is missing and save/ holds no best.pth).\n"
+              f"         Starting with an UNTRAINED network ({FALLBACK_CONFIG}): the interface works but the "
+              f"points are meaningless.\n         Train one (bash train.sh) or pass --checkpoint PATH.")
+        return KeypointPredictor.untrained_from_config(config or load_config(ROOT / FALLBACK_CONFIG))
+    return KeypointPredictor.from_checkpoint(path, config, allow_pickle=args.allow_pickle)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    import torch
+
+    from demo.server import DemoApp, create_server
+
+    from demo.predictor import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
+    start = time.perf_counter()
+    try:
+        predictor = load_predictor(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    predictor.warm_up()
+    app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    try:
+        server = create_server(app, args.host, args.port, allow_remote=args.allow_remote)
+    except (ValueError, OSError) as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: {predictor.source} ({predictor.model_name}, {predictor.size_rc[0]}x{predictor.size_rc[1]}, "
+          f"{torch.get_num_threads()} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+    print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nstopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""Interactive annotation tool: a person fixes points on a spine X-ray, the model re-predicts the rest.
+
+Pieces (RITM-style separation; see STYLE.md):
+  demo.predictor  the network and one prediction given fixed points (the protocol's model revision)
+  demo.session    one image's state: fixed points, history for undo/reset, input validation
+  demo.images     upload decoding (JPEG/PNG, in memory) and the bundled synthetic examples
+  demo.export     JSON / CSV / AASCE .mat exports
+  demo.server     the HTTP server and JSON API (standard library only); the page is in demo/static
+The command line is ``python demo.py`` at the repository root.
+"""
+
+# The committed CPU model, relative to the repository root: the one place to change when it moves.
+DEFAULT_CHECKPOINT = "pretrained/aasce_cpu.pth"

@@ -1,0 +1,111 @@
+"""Uploaded images in, display images out, and the bundled synthetic examples. All in memory.
+
+Uploads are never written to disk: ``decode_upload`` reads the bytes it is given and returns the
+grayscale pixels the model and the page use, so that "original pixels" mean the same thing for both
+(EXIF orientation applied, 16-bit images scaled to 8 bits).
+"""
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageError", "decode_upload", "encode_png", "ExampleImages", "MAX_PIXELS", "MIN_SIDE"]
+
+MAX_PIXELS = 60_000_000  # the largest AASCE image has 5.4 million; beyond this is not an X-ray we expect
+MIN_SIDE = 32  # pixels; smaller images cannot hold 17 vertebrae
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+
+
+class ImageError(ValueError):
+    """The upload is not an image the tool can use; the message says why, for a person."""
+
+
+def _format_of(data: bytes) -> str:
+    for signature, name in _SIGNATURES.items():
+        if data.startswith(signature):
+            return name
+    head = data[:8].hex(" ") if data else "nothing"
+    raise ImageError(f"this file is not a JPEG or PNG image (it starts with {head}); open an X-ray saved "
+                     f"as .jpg or .png")
+
+
+def _to_gray_uint8(image: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> 2-D uint8; deep images are stretched from their min..max to 0..255."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        return np.clip(np.round((pixels - low) * scale), 0, 255).astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent = black, as film
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def decode_upload(data: bytes) -> np.ndarray:
+    """JPEG or PNG bytes -> uint8 (rows, cols) grayscale, EXIF orientation applied.
+
+    Raises ImageError naming the problem: not a JPEG/PNG, damaged, too large or too small.
+    """
+    if not data:
+        raise ImageError("the uploaded file is empty")
+    kind = _format_of(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            cols, rows = image.size
+            if rows * cols > MAX_PIXELS:
+                raise ImageError(f"the image is {cols} x {rows} pixels; the tool accepts at most "
+                                 f"{MAX_PIXELS / 1e6:.0f} million pixels")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            gray = _to_gray_uint8(image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise ImageError(f"the {kind} file could not be decoded (damaged or truncated?): {exc}") from None
+    if min(gray.shape) < MIN_SIDE:
+        raise ImageError(f"the image is only {gray.shape[1]} x {gray.shape[0]} pixels; an X-ray needs at "
+                         f"least {MIN_SIDE} pixels on each side")
+    return gray
+
+
+def encode_png(gray: np.ndarray) -> bytes:
+    """Lossless PNG of a grayscale image (fast compression: it is sent once, over loopback)."""
+    ok, buffer = cv2.imencode(".png", gray, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+class ExampleImages:
+    """Synthetic X-rays from ``dataset.synthetic`` (a pure function of seed and index), made on first
+    use and kept in memory, so the repository ships no image files."""
+
+    def __init__(self, count: int = 6, seed: int = 0, split: str = "test"):
+        self.count, self.seed, self.split = count, seed, split
+        self._cache: dict[int, tuple[str, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return [f"Synthetic {i + 1}" for i in range(self.count)]
+
+    def get(self, index: int) -> tuple[str, np.ndarray]:
+        """(file name, uint8 grayscale) of example ``index``; IndexError outside 0..count-1."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"there are {self.count} examples (0..{self.count - 1}), not {index}")
+        with self._lock:
+            if index not in self._cache:
+                from dataset.synthetic import make_sample
+
+                sample = make_sample(self.seed, self.split, index)
+                self._cache[index] = (sample.name, sample.image)
+            return self._cache[index]

@@ -1,0 +1,485 @@
+"""The annotation tool's web server: standard library only (``http.server``), a small JSON API and the
+static page in ``demo/static``.
+
+    app = DemoApp(KeypointPredictor.from_checkpoint(path))
+    server = create_server(app, "127.0.0.1", 8765)        # port 0: any free port
+    server.serve_forever()
+
+API (all JSON unless stated; coordinates are (x, y) in original image pixels; errors are
+``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown session or route,
+409 nothing to undo, 413 upload too large, 415 not a JPEG/PNG image or not JSON):
+
+    GET  /api/info                              model, point names, examples, upload limit
+    POST /api/predict    multipart field image  -> state of a new session (+ "image_url")
+    POST /api/example    {"index": i}           -> the same for bundled synthetic example i
+    POST /api/refine     {"session", "fixed": {"<index>": [x, y], ...}}  -> state
+    POST /api/undo       {"session"}            -> state before the last refine/reset
+    POST /api/reset      {"session"}            -> the first prediction again (undoable)
+    GET  /api/state?session=ID                  -> state
+    GET  /api/image?session=ID                  -> the image as the model reads it (PNG)
+    GET  /api/export?session=ID&format=json|csv|mat   -> attachment
+
+A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fixed": {"<index>": [x, y]},
+"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "action",
+"version", "model_ms"}``; every fixed point in "points" is exactly the value sent.
+
+Safety: by default only loopback peers are served and the Host header must name the loopback address
+(against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
+uploads stay in memory (never written to disk).
+"""
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.utils
+import ipaddress
+import json
+import logging
+import math
+import re
+import secrets
+import socket
+import traceback
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
+from demo.images import ExampleImages, ImageError, decode_upload, encode_png
+from demo.predictor import KeypointPredictor
+from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
+                          SessionStore, State, keypoint_names, parse_fixed, vertebra_names)
+
+__all__ = ["DemoApp", "Request", "Response", "create_server", "parse_multipart", "FormPart",
+           "DEFAULT_MAX_UPLOAD_BYTES", "STATIC_DIR"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 30 * 2**20
+MAX_JSON_BYTES = 2**20
+MULTIPART_OVERHEAD = 64 * 2**10  # part headers and boundaries on top of the file itself
+MAX_FORM_PARTS = 8
+MAX_PART_HEADER_BYTES = 16 * 2**10
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with a message for a person."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+# ------------------------------------------------------------------------------------------------------
+# multipart/form-data (the ``cgi`` module is gone from Python 3.13)
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class FormPart:
+    name: str
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+def _header_param(message: email.message.Message, param: str, header: str) -> str | None:
+    value = message.get_param(param, header=header)
+    return None if value is None else email.utils.collapse_rfc2231_value(value)
+
+
+def parse_multipart(body: bytes, content_type: str, max_parts: int = MAX_FORM_PARTS) -> dict[str, FormPart]:
+    """Strict RFC 7578 parser: fields by name; InputError on anything malformed or duplicated."""
+    header = email.message.Message()
+    header["content-type"] = content_type or ""
+    boundary = header.get_param("boundary")
+    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str):
+        raise InputError("expected a multipart/form-data body with a boundary (an HTML form upload)")
+    if not 1 <= len(boundary) <= 70:
+        raise InputError("multipart boundary must have 1..70 characters")
+    delimiter = b"--" + boundary.encode("latin-1")
+    if body.startswith(delimiter):
+        pos = len(delimiter)
+    else:
+        start = body.find(b"\r\n" + delimiter)
+        if start < 0:
+            raise InputError("malformed multipart body: the boundary never appears")
+        pos = start + 2 + len(delimiter)
+    parts: dict[str, FormPart] = {}
+    while True:
+        if body[pos:pos + 2] == b"--":
+            return parts
+        if body[pos:pos + 2] != b"\r\n":
+            raise InputError("malformed multipart body: a boundary is not followed by a line break")
+        pos += 2
+        end = body.find(b"\r\n" + delimiter, pos)
+        if end < 0:
+            raise InputError("malformed multipart body: a part is not terminated (truncated upload?)")
+        head_end = body.find(b"\r\n\r\n", pos, end + 2)
+        if head_end < 0 or head_end - pos > MAX_PART_HEADER_BYTES:
+            raise InputError("malformed multipart body: part headers missing or too long")
+        headers = email.parser.HeaderParser().parsestr(body[pos:head_end + 2].decode("utf-8", "replace"))
+        if headers.get_content_disposition() != "form-data":
+            raise InputError("malformed multipart body: a part lacks 'Content-Disposition: form-data'")
+        name = _header_param(headers, "name", "content-disposition")
+        if not name:
+            raise InputError("malformed multipart body: a part has no field name")
+        if name in parts:
+            raise InputError(f"field '{name}' appears twice in the form")
+        if len(parts) >= max_parts:
+            raise InputError(f"too many form fields (at most {max_parts})")
+        parts[name] = FormPart(name, _header_param(headers, "filename", "content-disposition"),
+                               headers.get_content_type(), body[head_end + 4:end])
+        pos = end + 2 + len(delimiter)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the application: requests in, responses out (no sockets here)
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, obj, status: int = 200) -> "Response":
+        return cls(status, (json.dumps(obj, allow_nan=False) + "\n").encode())
+
+
+def _reject_constant(name: str):
+    raise InputError(f"JSON numbers must be finite, got {name}")
+
+
+class DemoApp:
+    """Routes, sessions and the model; ``handle(Request) -> Response``."""
+
+    def __init__(self, predictor: KeypointPredictor, *, max_sessions: int = 8,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, examples: ExampleImages | None = None):
+        self.predictor = predictor
+        self.sessions = SessionStore(max_sessions)
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.examples = examples if examples is not None else ExampleImages()
+        k = predictor.num_keypoints
+        self.keypoint_names = keypoint_names(k)
+        self.vertebra_names = vertebra_names(k)
+        self._static = {p.name: p for p in STATIC_DIR.iterdir()
+                        if p.is_file() and re.fullmatch(r"[a-z0-9_-]+\.[a-z]+", p.name) and p.suffix in _STATIC_TYPES}
+        self._routes = {
+            ("GET", "/"): self._index, ("GET", "/index.html"): self._index,
+            ("GET", "/favicon.ico"): lambda r: Response(204, content_type="text/plain"),
+            ("GET", "/api/info"): self._info, ("GET", "/api/state"): self._state,
+            ("GET", "/api/image"): self._image, ("GET", "/api/export"): self._export,
+            ("POST", "/api/predict"): self._predict, ("POST", "/api/example"): self._example,
+            ("POST", "/api/refine"): self._refine, ("POST", "/api/undo"): self._undo,
+            ("POST", "/api/reset"): self._reset,
+        }
+
+    def body_limit(self, path: str) -> int:
+        """Largest request body accepted on ``path`` (checked before the body is read)."""
+        return self.max_upload_bytes + MULTIPART_OVERHEAD if path == "/api/predict" else MAX_JSON_BYTES
+
+    def handle(self, request: Request) -> Response:
+        try:
+            route = self._routes.get((request.method, request.path))
+            if route is None and request.method == "GET" and request.path.startswith("/static/"):
+                return self._static_file(request.path[len("/static/"):])
+            if route is None:
+                allowed = sorted(m for m, p in self._routes if p == request.path)
+                if allowed:
+                    raise HTTPError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
+                                    {"Allow": ", ".join(allowed)})
+                raise HTTPError(404, f"no such page or API route: {request.path}")
+            return route(request)
+        except HTTPError as exc:
+            response = Response.json({"error": exc.message}, exc.status)
+            response.headers.update(exc.headers)
+            return response
+        except InputError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        except ImageError as exc:
+            return Response.json({"error": str(exc)}, 415)
+        except SessionNotFound as exc:
+            return Response.json({"error": str(exc)}, 404)
+        except NothingToUndo as exc:
+            return Response.json({"error": str(exc)}, 409)
+        except Exception as exc:  # noqa: BLE001 - the page must get a message, the log the traceback
+            log.error("internal error on %s %s\n%s", request.method, request.path, traceback.format_exc())
+            return Response.json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    # ---------------------------------------------------------------------------------------------
+    def _static_file(self, name: str) -> Response:
+        path = self._static.get(name)
+        if path is None:
+            raise HTTPError(404, f"no such file: /static/{name}")
+        return Response(200, path.read_bytes(), _STATIC_TYPES[path.suffix], {"Cache-Control": "no-cache"})
+
+    def _index(self, request: Request) -> Response:
+        response = self._static_file("index.html")
+        response.headers["Content-Security-Policy"] = _CSP
+        return response
+
+    def _info(self, request: Request) -> Response:
+        p = self.predictor
+        return Response.json({
+            "model": p.model_name, "checkpoint": p.source, "untrained": p.untrained,
+            "num_keypoints": p.num_keypoints, "keypoint_names": self.keypoint_names,
+            "vertebra_names": self.vertebra_names, "network_size_rc": list(p.size_rc),
+            "examples": self.examples.names(), "max_upload_bytes": self.max_upload_bytes,
+            "least_confident_count": NUM_LEAST_CONFIDENT,
+        })
+
+    def _start_session(self, name: str, gray) -> Response:
+        session = AnnotationSession(secrets.token_urlsafe(12), name, gray, self.predictor)
+        self.sessions.add(session)
+        body = self._state_json(session, session.current)
+        body["image_url"] = f"/api/image?session={session.session_id}"
+        return Response.json(body)
+
+    def _predict(self, request: Request) -> Response:
+        form = parse_multipart(request.body, request.headers.get("content-type", ""))
+        part = form.get("image")
+        if part is None:
+            raise InputError("the form has no 'image' field (send the X-ray as multipart field 'image')")
+        if len(part.data) > self.max_upload_bytes:
+            raise HTTPError(413, self._too_large_message(len(part.data)))
+        gray = decode_upload(part.data)
+        name = Path((part.filename or "upload").replace("\\", "/")).name or "upload"
+        return self._start_session(name[:200], gray)
+
+    def _example(self, request: Request) -> Response:
+        body = self._json_body(request)
+        index = body.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise InputError(f"'index' must be an integer example number, got {index!r}")
+        try:
+            name, gray = self.examples.get(index)
+        except IndexError as exc:
+            raise InputError(str(exc)) from None
+        return self._start_session(name, gray)
+
+    def _refine(self, request: Request) -> Response:
+        body = self._json_body(request)
+        session = self.sessions.get(body.get("session"))
+        if "fixed" not in body:
+            raise InputError("the body needs 'fixed': {\"<point index>\": [x, y], ...} (may be empty)")
+        fixed = parse_fixed(body["fixed"], session.num_keypoints, session.width, session.height)
+        return Response.json(self._state_json(session, session.refine(fixed)))
+
+    def _undo(self, request: Request) -> Response:
+        session = self.sessions.get(self._json_body(request).get("session"))
+        return Response.json(self._state_json(session, session.undo()))
+
+    def _reset(self, request: Request) -> Response:
+        session = self.sessions.get(self._json_body(request).get("session"))
+        return Response.json(self._state_json(session, session.reset()))
+
+    def _state(self, request: Request) -> Response:
+        session = self.sessions.get(self._query_one(request, "session"))
+        return Response.json(self._state_json(session, session.current))
+
+    def _image(self, request: Request) -> Response:
+        session = self.sessions.get(self._query_one(request, "session"))
+        return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
+
+    def _export(self, request: Request) -> Response:
+        session = self.sessions.get(self._query_one(request, "session"))
+        fmt = self._query_one(request, "format")
+        if fmt not in FORMATS:
+            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        state = session.current
+        data = export_bytes(fmt, image_name=session.name, width=session.width, height=session.height,
+                            points_xy=state.points_xy, fixed=list(state.fixed_xy),
+                            keypoint_names=self.keypoint_names,
+                            cobb=cobb_summary(state.points_xy, session.height, self.vertebra_names))
+        filename = export_filename(session.name, fmt)
+        return Response(200, data, FORMATS[fmt], {"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    # ---------------------------------------------------------------------------------------------
+    def _too_large_message(self, size: int) -> str:
+        return (f"the upload is {size / 2**20:.1f} MB; the limit is {self.max_upload_bytes / 2**20:.1f} MB "
+                f"(start the server with --max-upload-mb to change it)")
+
+    @staticmethod
+    def _query_one(request: Request, key: str) -> str:
+        values = request.query.get(key, [])
+        if len(values) != 1:
+            raise InputError(f"the query needs exactly one '{key}' parameter")
+        return values[0]
+
+    @staticmethod
+    def _json_body(request: Request) -> dict:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise HTTPError(415, f"send JSON with 'Content-Type: application/json', not {ctype or 'no type'!r}")
+        try:
+            body = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise InputError("the body is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InputError(f"the body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _state_json(self, session: AnnotationSession, state: State) -> dict:
+        return {
+            "session": session.session_id, "name": session.name,
+            "width": session.width, "height": session.height,
+            "points": state.points_xy.tolist(),
+            "fixed": {str(i): list(xy) for i, xy in state.fixed_xy.items()},
+            "confidence": [round(float(c), 4) if math.isfinite(c) else 0.0 for c in state.confidence],
+            "least_confident": state.least_confident(),
+            "cobb": cobb_summary(state.points_xy, session.height, self.vertebra_names),
+            "can_undo": len(session.history) > 1, "action": state.action, "version": state.version,
+            "model_ms": round(state.seconds * 1000, 1),
+        }
+
+
+# ------------------------------------------------------------------------------------------------------
+# sockets
+# ------------------------------------------------------------------------------------------------------
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "DemoHTTPServer"
+    protocol_version = "HTTP/1.1"  # keep-alive: the page's refinements reuse one connection
+    disable_nagle_algorithm = True  # headers and body are two writes: without this the body waits ~40 ms
+    timeout = 60  # seconds a client may take to send its request
+    server_version = "SpineKeypointDemo"
+    sys_version = ""
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        try:
+            request = self._read_request(method)
+        except HTTPError as exc:
+            self.close_connection = True
+            self._send(Response.json({"error": exc.message}, exc.status), close=True)
+            return
+        self._send(self.server.app.handle(request))
+
+    def _read_request(self, method: str) -> Request:
+        srv = self.server
+        if not srv.allow_remote:
+            if not _is_loopback(self.client_address[0]):
+                raise HTTPError(403, "this server only answers the computer it runs on (start it with "
+                                     "--allow-remote to change that)")
+            host = self.headers.get("Host", "")
+            if host.lower() not in srv.allowed_hosts:
+                raise HTTPError(403, f"Host {host!r} refused: open the page as http://127.0.0.1:{srv.port}/")
+        url = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        origin = headers.get("origin")
+        if method == "POST" and origin is not None and origin != f"http://{headers.get('host', '')}":
+            raise HTTPError(403, f"cross-origin request from {origin!r} refused")
+        body = b""
+        if method == "POST":
+            if "transfer-encoding" in headers:
+                raise HTTPError(411, "send the body with a Content-Length (chunked uploads are not supported)")
+            try:
+                length = int(headers.get("content-length", ""))
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                raise HTTPError(411, "a POST needs a valid Content-Length header") from None
+            limit = srv.app.body_limit(url.path)
+            if length > limit:
+                self._discard(length, limit)
+                message = (srv.app._too_large_message(length) if url.path == "/api/predict"
+                           else f"request body of {length} bytes exceeds the limit of {limit} bytes")
+                raise HTTPError(413, message)
+            body = self.rfile.read(length)
+            if len(body) != length:
+                raise HTTPError(400, "the request body ended early")
+        return Request(method, url.path, parse_qs(url.query, keep_blank_values=True), headers, body)
+
+    def _discard(self, length: int, limit: int) -> None:
+        """Read and drop a refused body (up to a bound), so the client sees the 413 instead of a reset."""
+        remaining = min(length, 2 * limit + 2**20)
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 2**16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            pass
+
+    def _send(self, response: Response, close: bool = False) -> None:
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("X-Frame-Options", "DENY")
+            headers = {"Cache-Control": "no-store", **response.headers}
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if close:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code="-", size="-") -> None:
+        status = int(code) if str(code).isdigit() else 0
+        log.log(logging.WARNING if status >= 400 else logging.DEBUG, '"%s" %s', self.requestline, code)
+
+
+class DemoHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, app: DemoApp, allow_remote: bool):
+        host = address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.app, self.allow_remote = app, allow_remote
+        super().__init__(address, _Handler)
+        self.port = self.server_address[1]
+        self.allowed_hosts = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+
+    @property
+    def url(self) -> str:
+        host = self.server_address[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+
+def create_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8765,
+                  allow_remote: bool = False) -> DemoHTTPServer:
+    """Bind (port 0 = any free port). A non-loopback ``host`` needs ``allow_remote=True``."""
+    if not allow_remote and not (_is_loopback(host) or host == "localhost"):
+        raise ValueError(f"refusing to listen on {host!r}: the tool serves only this computer unless "
+                         f"allow_remote is set (command line: --allow-remote)")
+    return DemoHTTPServer((host, port), app, allow_remote)

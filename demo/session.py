@@ -1,0 +1,219 @@
+"""Annotation sessions: one image, the points a person fixed, and the history of predictions.
+
+Pure of HTTP, so the refine logic is testable alone:
+
+    session = AnnotationSession("id", "scan.jpg", gray, predictor)   # predicts with no fixed point
+    state = session.refine({26: (412.5, 980.0)})                     # point 26 fixed at (x, y)
+    state.points_xy[26] == (412.5, 980.0)                            # exactly, always
+    session.undo(); session.reset()
+
+Coordinates in a session are (x, y) in ORIGINAL image pixels (x = column, y = row), as in AASCE's
+``p2``; the grid of the network is (row, col) and only ``demo.predictor`` sees it. A refinement is one
+step of the protocol's model revision with the fixed points as clicks (see ``demo.predictor``); the
+returned points are the network's for every point the person has not fixed and the person's own
+positions, unchanged, for the fixed ones.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from demo.predictor import KeypointPredictor
+
+__all__ = ["InputError", "SessionNotFound", "NothingToUndo", "State", "AnnotationSession", "SessionStore",
+           "parse_fixed", "keypoint_names", "vertebra_names", "NUM_LEAST_CONFIDENT"]
+
+NUM_LEAST_CONFIDENT = 5  # points marked for the person to check first
+MAX_HISTORY = 200  # states kept for undo
+PROBS_BUDGET_BYTES = 32 * 2**20  # heatmaps kept per session (float16) as previous-heatmap inputs for undo
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")  # AASCE order within a vertebra
+_SPINE = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
+
+
+class InputError(ValueError):
+    """A request's content is wrong; the message says what, for a person (HTTP 400)."""
+
+
+class SessionNotFound(KeyError):
+    """Unknown or expired session id (HTTP 404)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown session"
+
+
+class NothingToUndo(ValueError):
+    """Undo at the first state (HTTP 409)."""
+
+
+def vertebra_names(num_keypoints: int) -> list[str]:
+    """T1..L5 for the 68 AASCE points (4 corners per vertebra); V1.. for other counts."""
+    count = num_keypoints // 4
+    return list(_SPINE) if count == len(_SPINE) else [f"V{i + 1}" for i in range(count)]
+
+
+def keypoint_names(num_keypoints: int) -> list[str]:
+    """'T1 top-left', 'T1 top-right', ... in point order."""
+    if num_keypoints % 4:
+        return [f"point {i}" for i in range(num_keypoints)]
+    return [f"{v} {c}" for v in vertebra_names(num_keypoints) for c in CORNERS]
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_fixed(obj, num_keypoints: int, width: int, height: int) -> dict[int, tuple[float, float]]:
+    """Validate ``{"<index>": [x, y], ...}`` from JSON -> {index: (x, y)}; InputError says what is wrong.
+
+    Indices are decimal integers 0..K-1 without sign or leading zeros; x, y are finite numbers in
+    original pixels inside the image (0 <= x <= width, 0 <= y <= height). Values are kept exactly.
+    """
+    if not isinstance(obj, dict):
+        raise InputError(f"'fixed' must be an object mapping point indices to [x, y], got {type(obj).__name__}")
+    fixed: dict[int, tuple[float, float]] = {}
+    for key, value in obj.items():
+        if not (isinstance(key, str) and key.isdecimal() and key.isascii() and str(int(key)) == key
+                and int(key) < num_keypoints):
+            raise InputError(f"'fixed' key {key!r} is not a point index 0..{num_keypoints - 1}")
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_finite_number(v) for v in value)):
+            raise InputError(f"'fixed'[{key!r}] must be [x, y] with two finite numbers, got {value!r}")
+        x, y = float(value[0]), float(value[1])
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"'fixed'[{key!r}] = [{x}, {y}] lies outside the {width} x {height} image")
+        fixed[int(key)] = (x, y)
+    return dict(sorted(fixed.items()))
+
+
+@dataclass
+class State:
+    """What the person sees after one action, plus the heatmaps the next refinement starts from."""
+
+    points_xy: np.ndarray  # (K, 2) float64 original pixels; fixed points exactly as given
+    fixed_xy: dict[int, tuple[float, float]]
+    confidence: np.ndarray  # (K,) peak probability of each predicted heatmap
+    probs: torch.Tensor | None  # (K, rows, cols) float16; dropped for old states (memory budget)
+    action: str  # "predict", "refine" or "reset"
+    seconds: float = 0.0  # model time of the action
+    version: int = 0  # counts actions in the session (undo included); lets clients spot stale replies
+
+    def least_confident(self, count: int = NUM_LEAST_CONFIDENT) -> list[int]:
+        """Indices of the ``count`` not-fixed points whose heatmap peaks are lowest, lowest first."""
+        free = [i for i in np.argsort(self.confidence, kind="stable").tolist() if i not in self.fixed_xy]
+        return free[:count]
+
+
+@dataclass
+class AnnotationSession:
+    """One image being annotated. Methods are serialised by a per-session lock."""
+
+    session_id: str
+    name: str
+    gray: np.ndarray = field(repr=False)  # uint8 (height, width), what the page shows and the model reads
+    predictor: KeypointPredictor = field(repr=False)
+    history: list[State] = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        self.height, self.width = (int(v) for v in self.gray.shape)
+        self.num_keypoints = self.predictor.num_keypoints
+        self._lock = threading.Lock()
+        self._image_t = self.predictor.network_image(self.gray)
+        rows, cols = self.predictor.size_rc
+        self._grid_per_px = np.array([cols / self.width, rows / self.height])  # (x, y) -> (col, row)
+        probs_bytes = self.num_keypoints * rows * cols * 2
+        self._states_with_probs = max(2, PROBS_BUDGET_BYTES // probs_bytes)
+        self._version = 0
+        if not self.history:
+            with self._lock:
+                self._push(self._run({}, None, "predict"))
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def current(self) -> State:
+        return self.history[-1]
+
+    def refine(self, fixed_xy: dict[int, tuple[float, float]]) -> State:
+        """Re-predict every point not in ``fixed_xy`` (validated {index: (x, y)} original pixels)."""
+        with self._lock:
+            prev = self.current.probs
+            if prev is None:  # an old state restored by undo: its heatmaps were dropped, recompute them
+                prev = self._run(self.current.fixed_xy, None, "refine").probs
+            return self._push(self._run(dict(fixed_xy), prev, "refine"))
+
+    def undo(self) -> State:
+        """Back to the state before the last refine or reset; NothingToUndo at the first."""
+        with self._lock:
+            if len(self.history) < 2:
+                raise NothingToUndo("nothing to undo")
+            self.history.pop()
+            self._version += 1
+            self.current.version = self._version
+            return self.current
+
+    def reset(self) -> State:
+        """The first prediction again, with no fixed point (undoable)."""
+        with self._lock:
+            first = self.history[0]
+            return self._push(State(first.points_xy.copy(), {}, first.confidence.copy(), first.probs, "reset"))
+
+    # ---------------------------------------------------------------------------------------------
+    def to_grid_rc(self, x: float, y: float) -> tuple[float, float]:
+        col, row = np.array([x, y]) * self._grid_per_px
+        return float(row), float(col)
+
+    def _run(self, fixed_xy: dict, prev_probs: torch.Tensor | None, action: str) -> State:
+        start = time.perf_counter()
+        fixed_rc = {i: self.to_grid_rc(*xy) for i, xy in fixed_xy.items()}
+        pred = self.predictor.predict(self._image_t, fixed_rc, prev_probs)
+        points_xy = pred.points_rc.double().numpy()[:, ::-1] / self._grid_per_px  # (row, col) -> (x, y) px
+        for index, xy in fixed_xy.items():
+            points_xy[index] = xy
+        return State(points_xy=np.ascontiguousarray(points_xy), fixed_xy=fixed_xy,
+                     confidence=pred.confidence.double().numpy(), probs=pred.probs.half(), action=action,
+                     seconds=time.perf_counter() - start)
+
+    def _push(self, state: State) -> State:
+        self._version += 1
+        state.version = self._version
+        self.history.append(state)
+        if len(self.history) > MAX_HISTORY:
+            del self.history[1]  # keep the first prediction: reset returns to it
+        for old in self.history[1:-self._states_with_probs]:
+            old.probs = None
+        return state
+
+
+class SessionStore:
+    """Sessions in memory, least recently used dropped beyond ``max_sessions``."""
+
+    def __init__(self, max_sessions: int = 8):
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, AnnotationSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, session: AnnotationSession) -> None:
+        with self._lock:
+            self._sessions[session.session_id] = session
+            self._sessions.move_to_end(session.session_id)
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+
+    def get(self, session_id) -> AnnotationSession:
+        with self._lock:
+            if not isinstance(session_id, str) or session_id not in self._sessions:
+                raise SessionNotFound(
+                    "unknown or expired session: open the image again (the server keeps the "
+                    f"{self.max_sessions} most recent images, and none across restarts)")
+            self._sessions.move_to_end(session_id)
+            return self._sessions[session_id]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
