@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, tiny_overrides
 
 
 def _run(table_dir, save_dir, name, *extra):
-    args = ["--config", "config/quick.yaml", "--name", name, "--no-progress", "--threads", "2"]
+    args = ["--config", "config/quick.yaml", "--name", name, "--no-progress", "--threads", "1"]
     for item in tiny_overrides(table_dir, save_dir):
         args += ["--set", item]
     return train.main(args + list(extra))
