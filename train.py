@@ -27,7 +27,7 @@ from misc.evaluation import evaluate, summarise
 from misc.experiment import Experiment, draw_keypoints
 from misc.morph_pairs import load_morph_pairs
 from misc.training import training_step
-from model import build_model, load_weights, save_checkpoint
+from model import build_model, save_checkpoint
 
 
 class TrainingDiverged(RuntimeError):

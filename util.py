@@ -34,7 +34,7 @@ def read_yaml(text: str):
 
 
 __all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "select_device", "seed_everything",
-           "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml"]
+           "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml"]
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -125,7 +125,8 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_target(path: str | os.PathLike, mode: str):
+def atomic_open(path: str | os.PathLike, mode: str = "wb"):
+    """Write to a temporary file beside ``path`` and rename it over ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -142,12 +143,12 @@ def _atomic_target(path: str | os.PathLike, mode: str):
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    with _atomic_target(path, "wb") as handle:
+    with atomic_open(path, "wb") as handle:
         handle.write(data)
 
 
 def atomic_write_text(path, text: str) -> None:
-    with _atomic_target(path, "w") as handle:
+    with atomic_open(path, "w") as handle:
         handle.write(text)
 
 

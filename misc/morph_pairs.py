@@ -24,11 +24,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from util import atomic_write_text
 
 __all__ = [
     "FRAMES",
@@ -289,14 +290,7 @@ def write_morph_pairs(path, pairs, triplets, num_keypoints: int = 68) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps([pairs.tolist(), triplets.tolist()]) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

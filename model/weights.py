@@ -11,11 +11,9 @@ says the file is trusted (``allow_pickle=True``).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from util import atomic_open
 
 __all__ = ["UnsafeCheckpointError", "ImagenetLoadReport", "load_weights", "save_checkpoint",
            "load_imagenet_hrnet", "read_checkpoint", "extract_state_dict"]
@@ -145,18 +145,8 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, **extra: Any) -> No
     if "model" in extra:
         raise ValueError("'model' is reserved for the state dict")
     payload = {"model": _unwrap(net).state_dict(), **{k: _plain(v) for k, v in extra.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 @dataclass

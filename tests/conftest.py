@@ -15,6 +15,17 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Test inputs are tiny: threads gain nothing, and OpenMP threads stall badly on a busy machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def require(path: Path, what: str) -> Path:
     """Skip the calling test with a stated reason when ``path`` is absent."""
     if not path.exists():
@@ -53,7 +64,7 @@ def synthetic_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     raw = root / "boostnet_labeldata"
     generate_tree(raw, num_train=14, num_test=4, seed=3, scale=0.5)
-    report = preprocess(raw, root, size_row_col=(512, 256), val_size=4, seed=0, workers=1)
+    preprocess(raw, root, size_row_col=(512, 256), val_size=4, seed=0, workers=1)
     return raw, root / "dataset16_512"
 
 

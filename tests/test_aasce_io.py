@@ -21,8 +21,8 @@ from dataset.aasce_io import (
     read_label_csvs,
     write_label_csvs,
 )
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_TREE = SHARED / "aasce" / "boostnet_labeldata"
 
 

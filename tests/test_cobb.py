@@ -2,7 +2,6 @@
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from misc.cobb import (
     smape,
     smape_per_image,
 )
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 AASCE_LABELS = SHARED / "aasce" / "boostnet_labeldata" / "labels"
 
 

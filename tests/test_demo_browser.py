@@ -18,7 +18,6 @@ import io
 import json
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path

@@ -11,20 +11,12 @@ from munch import Munch
 from model import InteractiveKeypointNet, build_model, load_weights
 from model.click_encoder import ClickEncoder
 from model.gating import ChannelExcitation, InteractionGate
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
 PAPER_PARAMETERS = 32_942_889  # SPEC section 3
 K = 68
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from threads, and OpenMP threads slow down tenfold on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_config(**model) -> Munch:

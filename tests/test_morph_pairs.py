@@ -20,8 +20,8 @@ from misc.morph_pairs import (
     validate_morph_pairs,
     write_morph_pairs,
 )
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE_JSON = SHARED / "reference" / "morph_pairs_aasce.json"
 TRAINING_LABELS = SHARED / "aasce" / "boostnet_labeldata" / "labels" / "training"
 SHIPPED_JSON = Path(__file__).resolve().parents[1] / "misc" / "morph_pairs_dataset16.json"

@@ -23,8 +23,8 @@ from dataset.preprocess import (
     resize_points_xy,
     split_training,
 )
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_TREE = SHARED / "aasce" / "boostnet_labeldata"
 SIZE = (512, 256)
 

@@ -22,8 +22,8 @@ from dataset.synthetic import (
     spine_corners,
 )
 from misc.cobb import cobb_angles
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_TREE = SHARED / "aasce" / "boostnet_labeldata"
 
 

@@ -11,18 +11,10 @@ import torch
 from munch import Munch
 
 from model import InteractiveKeypointNet, UnsafeCheckpointError, load_imagenet_hrnet, load_weights, save_checkpoint
+from conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 K = 68
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from threads, and OpenMP threads slow down tenfold on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small_net(seed: int = 0) -> InteractiveKeypointNet:
