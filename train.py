@@ -207,6 +207,9 @@ def main(argv=None) -> int:
                                             scaler, amp, progress)
         except TrainingDiverged as exc:
             run.log(f"stopped: {exc}")
+            run.close()
+            if world > 1:
+                dist.destroy_process_group()
             return 2
         if scheduler is not None:
             scheduler.step()
