@@ -126,11 +126,11 @@ def main(argv=None) -> int:
     cobb = None
     if config.Dataset.num_keypoint == COBB_KEYPOINTS:  # Cobb angles need the 17 AASCE vertebrae
         true_angles = true_cobb_angles(dataset.table, arrays)
-        for revision, metrics in cobb_metrics(arrays, true_angles).items():
+        predicted = {rev: predicted_cobb_angles(arrays, rev) for rev in ("model", "manual")}
+        for revision, metrics in cobb_metrics(arrays, true_angles, predicted=predicted).items():
             results[revision].update(metrics)
         table += "\n\n" + format_cobb_table(results, table_clicks)
-        cobb = {"true_cobb_angles": true_angles,
-                **{f"{rev}_cobb_angles": predicted_cobb_angles(arrays, rev)[0] for rev in ("model", "manual")}}
+        cobb = {"true_cobb_angles": true_angles, **{f"{rev}_cobb_angles": angles for rev, (angles, _) in predicted.items()}}
     print(table)
     out_dir = Path(args.out) if args.out else default_out
     save_outputs(out_dir, arrays, results, table, config, cobb)

@@ -149,7 +149,7 @@ def predicted_cobb_angles(arrays: dict, revision: str, kind: str = "sargmax") ->
     return angles, degenerate_vertebrae(points_xy).any(axis=-1)
 
 
-def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax") -> dict:
+def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax", predicted: dict | None = None) -> dict:
     """Cobb SMAPE and MAE per click for model and manual revision (JSON-ready, see the module docstring).
 
     ``true_angles``: (N, 3) degrees in the order of ``arrays["names"]`` (:func:`true_cobb_angles`).
@@ -157,6 +157,7 @@ def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax") -> dict:
     without direction are scored with ``degenerate="zero"`` (never raise) and counted in ``cobb_degenerate``.
     Returns ``{"model": {"cobb_SMAPE": [...], "cobb_MAE": [[a1, a2, a3], ...], "cobb_degenerate": [...]},
     "manual": {...}}``; merge each revision's dict into ``results[revision]``.
+    ``predicted``: revision -> the output of :func:`predicted_cobb_angles`, when the caller already has it.
     """
     true = np.asarray(true_angles, dtype=np.float64)
     n_images = len(np.asarray(arrays["raw_size_rc"]).reshape(-1, 2))
@@ -167,7 +168,7 @@ def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax") -> dict:
         raise ValueError("no evaluated images: Cobb metrics need at least one")
     out: dict = {}
     for revision in REVISIONS:
-        pred, degenerate = predicted_cobb_angles(arrays, revision, kind)
+        pred, degenerate = predicted[revision] if predicted else predicted_cobb_angles(arrays, revision, kind)
         n_steps = pred.shape[1]
         smape = [float(smape_per_image(pred[:, c], true).mean()) for c in range(n_steps)]
         mae = np.abs(pred - true[:, None, :]).mean(axis=0)  # (C+1, 3)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 
 import util  # noqa: E402
 from model import build_model, load_weights, save_checkpoint  # noqa: E402
