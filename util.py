@@ -13,7 +13,7 @@ from typing import Iterable
 import yaml
 from munch import Munch
 
-from misc.config_schema import ConfigError, normalise_floats, validate
+from misc.config_schema import ConfigError, fill_defaults, normalise_floats, validate
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``)."""
@@ -80,7 +80,11 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Munch
 
 
 def config_from_dict(tree: dict, source: str, overrides: Iterable[str] = ()) -> Munch:
-    """Validate a config tree (e.g. one stored in a checkpoint), apply overrides, return a Munch."""
+    """Validate a config tree (e.g. one stored in a checkpoint), apply overrides, return a Munch.
+
+    Absent optional keys (switches newer than the paper's config) take their defaults first.
+    """
+    tree = fill_defaults(tree)
     problems = validate(tree, source=source)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

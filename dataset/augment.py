@@ -61,3 +61,22 @@ def augment(transform: A.Compose, image: np.ndarray, points_xy: np.ndarray, seed
         points = points[flip_swap_permutation(len(points))]
     unchanged = bool(np.allclose(sentinel, SENTINEL_XY, atol=1e-4, rtol=0))
     return result["image"], points, unchanged
+
+
+def occlude_band(image: np.ndarray, rng: np.random.Generator, height_range: tuple[float, float]) -> np.ndarray:
+    """Copy of ``image`` with one full-width horizontal band set to the image's mean intensity.
+
+    The band height is drawn from ``height_range`` (fractions of the image height) and its position
+    uniformly. The vertebrae under it are invisible, so the network can only place them from the
+    clicks and the rest of the spine: this gives the click pathway something to learn on training
+    images the network already fits (a recipe switch, not part of the paper).
+    """
+    rows = image.shape[0]
+    low, high = height_range
+    band = int(round(rng.uniform(min(low, high), max(low, high)) * rows))
+    band = min(max(band, 1), rows)
+    top = int(rng.integers(0, rows - band + 1))
+    out = image.copy()
+    out[top:top + band] = np.asarray(image.mean(axis=(0, 1)), dtype=image.dtype)
+    return out
+

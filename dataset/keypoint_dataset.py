@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset.augment import augment, build_transform
+from dataset.augment import augment, build_transform, occlude_band
 from misc.clicks import click_count_probs, sample_initial_clicks
 
 SPLITS = ("train", "val", "test")
@@ -51,6 +51,8 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.size_rc = tuple(config.Dataset.image_size)
         self.num_keypoints = config.Dataset.num_keypoint
         self.swap_lr = config.Dataset.aug.swap_lr_on_flip
+        self.occlusion_p = config.Dataset.aug.occlusion_p if self.train else 0.0
+        self.occlusion_height = tuple(config.Dataset.aug.occlusion_height)
         self.transform = build_transform(config.Dataset.aug, self.size_rc, self.train)
         self.click_probs = click_count_probs(config.Hint.num_dist, config.Hint.max_hint)
         self.seed = config.Train.seed
@@ -74,6 +76,11 @@ class KeypointDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, points_xy, geometry_unchanged = augment(
             self.transform, image, points_xy, int(rng.integers(2**31 - 1)), self.swap_lr)
+        if self.occlusion_p > 0:
+            # a stream of its own, so switching occlusion on leaves every other draw unchanged
+            occlusion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            if occlusion_rng.random() < self.occlusion_p:
+                image = occlude_band(image, occlusion_rng, self.occlusion_height)
         clicks = (sample_initial_clicks(rng, self.num_keypoints, self.click_probs) if self.train
                   else np.zeros(0, dtype=np.int64))
         image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0 * 2 - 1

@@ -7,6 +7,7 @@ or a lower bound. Validation names the file and the dotted key of every problem.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,6 +20,9 @@ class Spec:
     choices: Sequence[Any] | None = None
     minimum: float | None = None
     help: str = ""
+    default: Any = None  # not None: the key is optional and takes this value when absent
+
+
 
 
 INT, FLOAT, BOOL, STR = Spec(int), Spec(float), Spec(bool), Spec(str)
@@ -62,6 +66,12 @@ SCHEMA: dict = {
             "scale_range": Spec(list, item=float, length=2, minimum=0.01),
             "scale_p": _float(0.0),
             "swap_lr_on_flip": Spec(bool, help="False restores the official (unswapped) labels"),
+            # not in the paper: hide a horizontal band of the image (all columns) so that the
+            # points under it can only come from the clicks and the shape of the spine
+            "occlusion_p": Spec(float, minimum=0.0, default=0.0,
+                                help="probability of one occluding band per training image; 0 = off (paper)"),
+            "occlusion_height": Spec(list, item=float, length=2, minimum=0.0, default=[0.1, 0.3],
+                                     help="band height range as a fraction of the image height"),
         },
     },
     "Model": {
@@ -91,6 +101,10 @@ SCHEMA: dict = {
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),
         "grad_clip": _float(0.0, "max gradient norm; 0 = off"),
+        "prev_heatmap": Spec(str, choices=("full", "clicked"), default="full",
+                             help="previous prediction fed in training: all channels (official) or "
+                                  "only the clicked ones, as at test time with "
+                                  "Model.use_prev_heatmap_only_for_hint_index"),
     },
     "Hint": {
         "max_hint": _int(0),
@@ -133,6 +147,24 @@ def _type_ok(value: Any, kind) -> bool:
 
 def _type_name(kind) -> str:
     return getattr(kind, "__name__", str(kind))
+
+
+def fill_defaults(tree: dict, schema: dict = SCHEMA) -> dict:
+    """Copy of ``tree`` with every absent optional key set to its default (recursively).
+
+    Optional keys are switches added after the paper's config; configs and checkpoints written
+    before them stay valid and mean what they meant.
+    """
+    if not isinstance(tree, dict):
+        return tree
+    out = dict(tree)
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            if isinstance(out.get(key), dict):
+                out[key] = fill_defaults(out[key], spec)
+        elif key not in out and spec.default is not None:
+            out[key] = json.loads(json.dumps(spec.default))
+    return out
 
 
 def validate(tree: dict, schema: dict = SCHEMA, source: str = "<config>", prefix: str = "") -> list[str]:

@@ -22,12 +22,14 @@ class LossTerms:
     morph: float
 
 
-def simulate_click_rounds(net, image, targets, true_rc, clicked, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
+def simulate_click_rounds(net, image, targets, true_rc, clicked, rounds: int,
+                          prev_only_clicked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """RITM iterative training: ``rounds`` no-grad predictions in eval mode, each adding the worst
     not-yet-clicked keypoint (hard-argmax radial error on the grid) to the clicks.
 
     Returns (clicked, prev_probs); prev_probs is zeros when rounds == 0 and otherwise the full
-    previous prediction, as in the official training.
+    previous prediction, as in the official training, or with ``prev_only_clicked`` only its
+    clicked channels (what the test protocol feeds with use_prev_heatmap_only_for_hint_index).
     """
     prev = torch.zeros_like(targets)
     if rounds == 0:
@@ -36,13 +38,18 @@ def simulate_click_rounds(net, image, targets, true_rc, clicked, rounds: int) ->
     net.eval()
     with torch.no_grad():
         for _ in range(rounds):
-            prev = torch.sigmoid(net(image, click_maps(targets, clicked), prev, with_aux=False)[0])
+            prev = torch.sigmoid(net(image, click_maps(targets, clicked), _masked(prev, clicked, prev_only_clicked),
+                                     with_aux=False)[0])
             errors = radial_errors(hard_argmax(prev), true_rc)
             worst = worst_unclicked(errors, clicked)
             clicked = clicked.clone()
             clicked[torch.arange(len(worst)), worst] = True
     net.train(was_training)
-    return clicked, prev
+    return clicked, _masked(prev, clicked, prev_only_clicked)
+
+
+def _masked(prev: torch.Tensor, clicked: torch.Tensor, only_clicked: bool) -> torch.Tensor:
+    return prev * clicked[:, :, None, None].to(prev.dtype) if only_clicked else prev
 
 
 def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph_pairs) -> LossTerms:
@@ -74,6 +81,7 @@ def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generato
     targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
     clicked = indices_to_mask(batch["clicks"], image.shape[0], targets.shape[1], device)
     rounds = int(rng.integers(0, config.Train.max_click_rounds + 1))
-    clicked, prev = simulate_click_rounds(inner, image, targets, true_rc, clicked, rounds)
+    clicked, prev = simulate_click_rounds(inner, image, targets, true_rc, clicked, rounds,
+                                          prev_only_clicked=config.Train.prev_heatmap == "clicked")
     logits, aux_logits = net(image, click_maps(targets, clicked), prev)
     return compute_loss(logits, aux_logits, targets, true_rc, batch["morph_mask"].to(device), config, morph_pairs)

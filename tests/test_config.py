@@ -71,3 +71,16 @@ def test_missing_file_and_broken_yaml(tmp_path):
     broken.write_text("Train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         util.load_config(broken)
+
+
+def test_switches_newer_than_the_paper_are_optional_with_defaults(tmp_path):
+    """A config (or a checkpoint's stored config) written before a switch existed still loads."""
+    def drop(t):
+        t["Train"].pop("prev_heatmap", None)
+        t["Dataset"]["aug"].pop("occlusion_p", None)
+        t["Dataset"]["aug"].pop("occlusion_height", None)
+    c = util.load_config(_write(tmp_path, drop))
+    assert c.Train.prev_heatmap == "full" and c.Dataset.aug.occlusion_p == 0.0
+    assert c.Dataset.aug.occlusion_height == [0.1, 0.3]
+    with pytest.raises(ConfigError, match="'Train.prev_heatmap' must be one of"):
+        util.load_config("config/spineweb_ours.yaml", ["Train.prev_heatmap=some"])

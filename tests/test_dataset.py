@@ -108,3 +108,31 @@ def test_collate_keeps_click_lists_and_raw_sizes(table_dir):
 def test_missing_table_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.json"):
         read_table(tmp_path, "train")
+
+
+def test_occlusion_hides_one_full_width_band_and_leaves_points_and_other_draws_alone(table_dir):
+    plain = KeypointDataset(_config(table_dir), "train")
+    occluded = KeypointDataset(_config(table_dir, "Dataset.aug.occlusion_p=1.0",
+                                       "Dataset.aug.occlusion_height=[0.2,0.2]"), "train")
+    a, b = plain[1], occluded[1]
+    # switching occlusion on changes no other random draw: same geometry, same clicks
+    assert torch.equal(a["coords_rc"], b["coords_rc"]) and np.array_equal(a["clicks"], b["clicks"])
+    changed_rows = torch.nonzero((a["image"] != b["image"]).any(dim=0).any(dim=1)).flatten()
+    assert len(changed_rows) > 0
+    top, bottom = int(changed_rows.min()), int(changed_rows.max())
+    assert bottom - top + 1 <= round(0.2 * 512)  # one contiguous band of the drawn height at most
+    for channel in b["image"][:, top:top + round(0.2 * 512)]:
+        assert torch.all(channel == channel[0, 0])  # flat over all columns: nothing to see under it
+    assert KeypointDataset(_config(table_dir, "Dataset.aug.occlusion_p=1.0"), "val")[1]["image"].equal(
+        KeypointDataset(_config(table_dir), "val")[1]["image"])  # never at evaluation
+
+
+def test_occlude_band_fills_with_the_image_mean():
+    from dataset.augment import occlude_band
+    image = np.zeros((100, 40, 3), dtype=np.uint8)
+    image[:50] = 200
+    out = occlude_band(image, np.random.default_rng(3), (0.3, 0.3))
+    rows = np.nonzero((out != image).any(axis=(1, 2)))[0]
+    assert 1 <= len(rows) <= 30 and np.all(out[rows.min():rows.min() + 30] == 100)
+    assert np.array_equal(np.delete(out, range(rows.min(), rows.min() + 30), axis=0),
+                          np.delete(image, range(rows.min(), rows.min() + 30), axis=0))

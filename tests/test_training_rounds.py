@@ -1,0 +1,53 @@
+"""The no-grad click rounds of iterative training, with a scripted network (no learning needed)."""
+import pytest
+import torch
+
+from misc.heatmaps import gaussian_heatmaps
+from misc.training import simulate_click_rounds
+
+SIZE = (48, 24)
+K = 6
+
+
+class OffsetNet(torch.nn.Module):
+    """Predicts truth + per-point offsets (as logits) and records the previous heatmaps it was fed."""
+
+    def __init__(self, true_rc, offsets):
+        super().__init__()
+        self.true_rc, self.offsets, self.fed = true_rc, offsets, []
+
+    def forward(self, image, click_maps, prev, with_aux=True):
+        self.fed.append(prev.clone())
+        probs = gaussian_heatmaps(self.true_rc + self.offsets, SIZE, 1.5).clamp(1e-4, 1 - 1e-4)
+        return (torch.logit(probs),)
+
+
+@pytest.mark.parametrize("only_clicked", [False, True])
+def test_rounds_click_the_worst_points_and_feed_previous_heatmaps_by_the_rule(only_clicked):
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    offsets = torch.zeros_like(true_rc)
+    offsets[0, :, 0] = torch.tensor([0.0, 5.0, 1.0, 9.0, 0.0, 3.0])  # worst: 3, then 1, then 5
+    net = OffsetNet(true_rc, offsets)
+    targets = gaussian_heatmaps(true_rc, SIZE, 1.5)
+    clicked0 = torch.zeros(1, K, dtype=torch.bool)
+    clicked0[0, 0] = True
+    clicked, prev = simulate_click_rounds(net, torch.zeros(1, 3, *SIZE), targets, true_rc, clicked0, 3,
+                                          prev_only_clicked=only_clicked)
+    assert torch.nonzero(clicked[0]).flatten().tolist() == [0, 1, 3, 5]
+    energy = prev.sum((-1, -2))[0]
+    if only_clicked:  # as at test time: nothing on channels the user has not clicked
+        assert bool((energy[~clicked[0]] == 0).all()) and bool((energy[clicked[0]] > 0).all())
+        second_round_input = net.fed[1].sum((-1, -2))[0]
+        assert torch.nonzero(second_round_input).flatten().tolist() == [0, 3]
+    else:  # official: the whole previous prediction
+        assert bool((energy > 0).all())
+    assert not bool(net.fed[0].any())  # the first round starts without a previous prediction
+
+
+def test_zero_rounds_keep_the_clicks_and_feed_nothing():
+    true_rc = torch.rand(2, K, 2) * 20
+    clicked0 = torch.rand(2, K) > 0.5
+    net = OffsetNet(true_rc, torch.zeros_like(true_rc))
+    clicked, prev = simulate_click_rounds(net, torch.zeros(2, 3, *SIZE), gaussian_heatmaps(true_rc, SIZE, 1.5),
+                                          true_rc, clicked0, 0, prev_only_clicked=True)
+    assert torch.equal(clicked, clicked0) and not bool(prev.any()) and net.fed == []
