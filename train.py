@@ -27,7 +27,7 @@ from misc.evaluation import evaluate, summarise
 from misc.experiment import Experiment, draw_keypoints
 from misc.morph_pairs import load_morph_pairs
 from misc.training import training_step
-from model import build_model, save_checkpoint
+from model import build_model, load_weights, save_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,6 +42,9 @@ def parse_args(argv=None):
     parser.add_argument("--name", help="experiment name (default: the config file's stem)")
     parser.add_argument("--save-dir", help="experiments root (default: PATH.SAVE of the config)")
     parser.add_argument("--resume", action="store_true", help="continue the named run from its last.pth")
+    parser.add_argument("--init-weights", metavar="CHECKPOINT",
+                        help="start a new run from these model weights (e.g. pretrained/aasce_cpu.pth or a "
+                             "run's best.pth; optimizer and schedule start afresh); ignored with --resume")
     parser.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
@@ -186,6 +189,9 @@ def main(argv=None) -> int:
             scheduler.load_state_dict(resume_state["scheduler"])
         state = dict(resume_state["train_state"])
         run.log(f"resumed {run.dir} after epoch {state['epoch']}")
+    elif args.init_weights:
+        load_weights(net, args.init_weights)
+        run.log(f"initialised the model from {args.init_weights}")
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)

@@ -51,6 +51,21 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_datase
            [m["train/loss"] for m in _metrics(tmp_path / "stopped")]
 
 
+def test_init_weights_starts_a_new_run_from_a_checkpoint(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "base", "--set", "Train.epoch=1") == 0
+    start = tmp_path / "base/best.pth"
+    # learning rate 0: the parameters must stay exactly those of the file they came from
+    assert _run(table, tmp_path, "tuned", "--init-weights", str(start), "--set", "Train.epoch=1",
+                "--set", "Optimizer.lr=0") == 0
+    base, tuned = _weights(start), _weights(tmp_path / "tuned/last.pth")
+    params = [k for k in base if "running_" not in k and "num_batches_tracked" not in k]
+    assert params and all(torch.equal(base[k], tuned[k]) for k in params)
+    assert f"initialised the model from {start}" in (tmp_path / "tuned/log.txt").read_text()
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        _run(table, tmp_path, "nofile", "--init-weights", str(tmp_path / "none.pth"))
+
+
 def test_existing_run_is_not_overwritten_without_resume(synthetic_dataset, tmp_path):
     _, table = synthetic_dataset
     assert _run(table, tmp_path, "once", "--set", "Train.epoch=1") == 0
