@@ -79,4 +79,3 @@ def occlude_band(image: np.ndarray, rng: np.random.Generator, height_range: tupl
     out = image.copy()
     out[top:top + band] = np.asarray(image.mean(axis=(0, 1)), dtype=image.dtype)
     return out
-

@@ -23,8 +23,6 @@ class Spec:
     default: Any = None  # not None: the key is optional and takes this value when absent
 
 
-
-
 INT, FLOAT, BOOL, STR = Spec(int), Spec(float), Spec(bool), Spec(str)
 
 
