@@ -21,7 +21,8 @@ import torch
 import util
 from dataset.keypoint_dataset import KeypointDataset, collate
 from misc.cobb import NUM_KEYPOINTS as COBB_KEYPOINTS
-from misc.cobb_eval import cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles, true_cobb_angles
+from misc.cobb_eval import (REVISIONS, cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles,
+                            true_cobb_angles)
 from misc.evaluation import evaluate, original_frame, summarise
 from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from misc.report import PAPER_AASCE, format_table, plot_mre
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     cobb = None
     if config.Dataset.num_keypoint == COBB_KEYPOINTS:  # Cobb angles need the 17 AASCE vertebrae
         true_angles = true_cobb_angles(dataset.table, arrays)
-        predicted = {rev: predicted_cobb_angles(arrays, rev) for rev in ("model", "manual")}
+        predicted = {rev: predicted_cobb_angles(arrays, rev) for rev in REVISIONS}
         for revision, metrics in cobb_metrics(arrays, true_angles, predicted=predicted).items():
             results[revision].update(metrics)
         table += "\n\n" + format_cobb_table(results, table_clicks)

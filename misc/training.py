@@ -8,7 +8,7 @@ import torch
 
 from misc.clicks import indices_to_mask, worst_unclicked
 from misc.decoding import decode, hard_argmax
-from misc.heatmaps import click_maps, gaussian_heatmaps
+from misc.heatmaps import click_maps, gaussian_heatmaps, keep_channels
 from misc.losses import heatmap_bce
 from misc.metrics import radial_errors
 from misc.morphology import morphology_loss
@@ -38,18 +38,14 @@ def simulate_click_rounds(net, image, targets, true_rc, clicked, rounds: int,
     net.eval()
     with torch.no_grad():
         for _ in range(rounds):
-            prev = torch.sigmoid(net(image, click_maps(targets, clicked), _masked(prev, clicked, prev_only_clicked),
-                                     with_aux=False)[0])
+            fed = keep_channels(prev, clicked) if prev_only_clicked else prev
+            prev = torch.sigmoid(net(image, click_maps(targets, clicked), fed, with_aux=False)[0])
             errors = radial_errors(hard_argmax(prev), true_rc)
             worst = worst_unclicked(errors, clicked)
             clicked = clicked.clone()
             clicked[torch.arange(len(worst)), worst] = True
     net.train(was_training)
-    return clicked, _masked(prev, clicked, prev_only_clicked)
-
-
-def _masked(prev: torch.Tensor, clicked: torch.Tensor, only_clicked: bool) -> torch.Tensor:
-    return prev * clicked[:, :, None, None].to(prev.dtype) if only_clicked else prev
+    return clicked, keep_channels(prev, clicked) if prev_only_clicked else prev
 
 
 def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph_pairs) -> LossTerms:

@@ -23,7 +23,7 @@ import util  # noqa: E402
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
 from misc.click_response import displaced_click_response  # noqa: E402
 from misc.decoding import decode  # noqa: E402
-from misc.heatmaps import click_maps, gaussian_heatmaps  # noqa: E402
+from misc.evaluation import network_predictor  # noqa: E402
 from model import build_model, load_weights  # noqa: E402
 from model.weights import read_checkpoint  # noqa: E402
 
@@ -57,17 +57,15 @@ def main(argv=None) -> int:
     net.to(device).eval()
     loader = torch.utils.data.DataLoader(KeypointDataset(config, args.split, train=False),
                                          batch_size=args.batch_size, collate_fn=collate)
-    size, std = config.Dataset.image_size, config.Dataset.heatmap_std
     totals: dict[str, float] = {}
     count = 0
     for batch in tqdm(loader, desc="click response"):
         image = batch["image"].to(device)
 
         def predict(click_rc, clicked):
-            maps = click_maps(gaussian_heatmaps(click_rc.to(device), size, std), clicked.to(device))
-            # the previous prediction is not fed: this isolates what the click itself does
+            # no previous prediction is fed: this isolates what the click itself does
             with torch.no_grad():
-                probs = torch.sigmoid(net.predict(image, maps))
+                probs = network_predictor(net, image, click_rc.to(device), config)(clicked.to(device), None)
             return decode(probs, config.Dataset.subpixel_decoding, config.Dataset.subpixel_decoding_patch_size).cpu()
 
         for k in keypoints:
