@@ -88,6 +88,9 @@ SCHEMA: dict = {
         "lr": _float(0.0),
         "weight_decay": _float(0.0),
         "scheduler": _choice("", "cosine"),
+        "click_lr_mult": Spec(float, minimum=0.0, default=1.0,
+                              help="learning-rate factor for the click pathway (click encoder and "
+                                   "gating block); 1 = one learning rate for all (paper)"),
     },
     "Train": {
         "patience": _int(0),
@@ -95,6 +98,9 @@ SCHEMA: dict = {
         "epoch": _int(1),
         "decision_metric": _choice(*DECISION_METRICS),
         "max_click_rounds": _int(0, "iterative training: 0..N no-grad click rounds per batch"),
+        "min_click_rounds": Spec(int, minimum=0, default=0,
+                                 help="least no-grad click rounds per batch (0 = paper); the count is "
+                                      "drawn uniformly from min_click_rounds..max_click_rounds"),
         "seed": _int(0),
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),
@@ -163,6 +169,16 @@ def fill_defaults(tree: dict, schema: dict = SCHEMA) -> dict:
         elif key not in out and spec.default is not None:
             out[key] = json.loads(json.dumps(spec.default))
     return out
+
+
+def cross_key_problems(tree: dict, source: str = "<config>") -> list[str]:
+    """Constraints between keys of a complete, type-checked config tree."""
+    problems = []
+    train = tree.get("Train", {})
+    if train.get("min_click_rounds", 0) > train.get("max_click_rounds", 0):
+        problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
+                        f"Train.max_click_rounds ({train['max_click_rounds']})")
+    return problems
 
 
 def validate(tree: dict, schema: dict = SCHEMA, source: str = "<config>", prefix: str = "") -> list[str]:

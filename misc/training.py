@@ -76,7 +76,7 @@ def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generato
     true_rc = batch["coords_rc"].to(device)
     targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
     clicked = indices_to_mask(batch["clicks"], image.shape[0], targets.shape[1], device)
-    rounds = int(rng.integers(0, config.Train.max_click_rounds + 1))
+    rounds = int(rng.integers(config.Train.min_click_rounds, config.Train.max_click_rounds + 1))
     clicked, prev = simulate_click_rounds(inner, image, targets, true_rc, clicked, rounds,
                                           prev_only_clicked=config.Train.prev_heatmap == "clicked")
     logits, aux_logits = net(image, click_maps(targets, clicked), prev)

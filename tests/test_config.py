@@ -79,8 +79,18 @@ def test_switches_newer_than_the_paper_are_optional_with_defaults(tmp_path):
         t["Train"].pop("prev_heatmap", None)
         t["Dataset"]["aug"].pop("occlusion_p", None)
         t["Dataset"]["aug"].pop("occlusion_height", None)
+        t["Train"].pop("min_click_rounds", None)
+        t["Optimizer"].pop("click_lr_mult", None)
     c = util.load_config(_write(tmp_path, drop))
     assert c.Train.prev_heatmap == "full" and c.Dataset.aug.occlusion_p == 0.0
     assert c.Dataset.aug.occlusion_height == [0.1, 0.3]
+    assert c.Train.min_click_rounds == 0 and c.Optimizer.click_lr_mult == 1.0
     with pytest.raises(ConfigError, match="'Train.prev_heatmap' must be one of"):
         util.load_config("config/spineweb_ours.yaml", ["Train.prev_heatmap=some"])
+
+
+def test_click_round_range_is_checked_across_keys():
+    c = util.load_config("config/spineweb_ours.yaml", ["Train.min_click_rounds=2"])
+    assert (c.Train.min_click_rounds, c.Train.max_click_rounds) == (2, 2)
+    with pytest.raises(ConfigError, match=r"Train.min_click_rounds \(3\) exceeds Train.max_click_rounds \(2\)"):
+        util.load_config("config/spineweb_ours.yaml", ["Train.min_click_rounds=3"])

@@ -41,7 +41,10 @@ def test_tiny_config_learns_and_writes_a_complete_run_folder(synthetic_dataset, 
 def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_dataset, tmp_path):
     _, table = synthetic_dataset
     assert _run(table, tmp_path, "straight", "--set", "Train.epoch=3") == 0
-    assert _run(table, tmp_path, "stopped", "--set", "Train.epoch=1") == 0   # "interrupted" after epoch 1
+    assert _run(table, tmp_path, "stopped", "--set", "Train.epoch=3", "--stop-after-epoch", "1") == 0
+    assert "--stop-after-epoch 1; continue with --resume" in (tmp_path / "stopped/log.txt").read_text()
+    assert _run(table, tmp_path, "stopped", "--resume", "--set", "Train.epoch=3", "--stop-after-epoch", "1") == 0
+    assert len(_metrics(tmp_path / "stopped")) == 1  # already there: nothing more to train
     assert _run(table, tmp_path, "stopped", "--resume", "--set", "Train.epoch=3") == 0
     straight, resumed = _weights(tmp_path / "straight/last.pth"), _weights(tmp_path / "stopped/last.pth")
     assert straight.keys() == resumed.keys()
@@ -51,19 +54,39 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_datase
            [m["train/loss"] for m in _metrics(tmp_path / "stopped")]
 
 
-def test_init_weights_starts_a_new_run_from_a_checkpoint(synthetic_dataset, tmp_path):
-    _, table = synthetic_dataset
+def _tune_from_one_epoch(table, tmp_path, name, *overrides):
+    """Train 'base' for one epoch, then a new run from its best weights; -> (start file, base, tuned,
+    learnable parameter names)."""
     assert _run(table, tmp_path, "base", "--set", "Train.epoch=1") == 0
     start = tmp_path / "base/best.pth"
-    # learning rate 0: the parameters must stay exactly those of the file they came from
-    assert _run(table, tmp_path, "tuned", "--init-weights", str(start), "--set", "Train.epoch=1",
-                "--set", "Optimizer.lr=0") == 0
-    base, tuned = _weights(start), _weights(tmp_path / "tuned/last.pth")
+    sets = [item for override in overrides for item in ("--set", override)]
+    assert _run(table, tmp_path, name, "--init-weights", str(start), "--set", "Train.epoch=1", *sets) == 0
+    base, tuned = _weights(start), _weights(tmp_path / name / "last.pth")
     params = [k for k in base if "running_" not in k and "num_batches_tracked" not in k]
+    return start, base, tuned, params
+
+
+def test_init_weights_starts_a_new_run_from_a_checkpoint(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    # learning rate 0: the parameters must stay exactly those of the file they came from
+    start, base, tuned, params = _tune_from_one_epoch(table, tmp_path, "tuned", "Optimizer.lr=0")
     assert params and all(torch.equal(base[k], tuned[k]) for k in params)
     assert f"initialised the model from {start}" in (tmp_path / "tuned/log.txt").read_text()
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         _run(table, tmp_path, "nofile", "--init-weights", str(tmp_path / "none.pth"))
+
+
+def test_click_lr_mult_scales_only_the_click_pathway(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    # factor 0: the click encoder and the gating block stay as loaded while the rest learns
+    _, base, tuned, params = _tune_from_one_epoch(table, tmp_path, "frozen_clicks", "Optimizer.click_lr_mult=0")
+    click = [k for k in params if k.startswith(train.CLICK_PATHWAY_PREFIXES)]
+    assert any(k.startswith("hintmap_encoder.") for k in click) and any("HintEncSENet" in k for k in click)
+    assert all(torch.equal(base[k], tuned[k]) for k in click)
+    assert not all(torch.equal(base[k], tuned[k]) for k in params if k not in click)
+    groups = torch.load(tmp_path / "frozen_clicks/last.pth", map_location="cpu",
+                        weights_only=True)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == [0.002, 0.0] and len(groups[1]["params"]) == len(click)
 
 
 def test_existing_run_is_not_overwritten_without_resume(synthetic_dataset, tmp_path):

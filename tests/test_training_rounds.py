@@ -1,9 +1,11 @@
 """The no-grad click rounds of iterative training, with a scripted network (no learning needed)."""
+import numpy as np
 import pytest
 import torch
+from munch import Munch
 
 from misc.heatmaps import gaussian_heatmaps
-from misc.training import simulate_click_rounds
+from misc.training import simulate_click_rounds, training_step
 
 SIZE = (48, 24)
 K = 6
@@ -51,3 +53,26 @@ def test_zero_rounds_keep_the_clicks_and_feed_nothing():
     clicked, prev = simulate_click_rounds(net, torch.zeros(2, 3, *SIZE), gaussian_heatmaps(true_rc, SIZE, 1.5),
                                           true_rc, clicked0, 0, prev_only_clicked=True)
     assert torch.equal(clicked, clicked0) and not bool(prev.any()) and net.fed == []
+
+
+class OffsetNetWithAux(OffsetNet):
+    def forward(self, image, click_maps, prev, with_aux=True):
+        logits = super().forward(image, click_maps, prev)[0]
+        return logits, logits
+
+
+@pytest.mark.parametrize("least, most", [(2, 2), (1, 3)])
+def test_training_step_runs_between_min_and_max_click_rounds(least, most):
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    config = Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5},
+                             "Train": {"min_click_rounds": least, "max_click_rounds": most, "prev_heatmap": "full"},
+                             "Morph": {"use": False}})
+    batch = {"image": torch.zeros(1, 3, *SIZE), "coords_rc": true_rc, "clicks": [np.array([], dtype=np.int64)],
+             "morph_mask": torch.ones(1, dtype=torch.bool)}
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(30):
+        net = OffsetNetWithAux(true_rc, torch.rand_like(true_rc))
+        training_step(net, batch, config, None, rng, torch.device("cpu"))
+        seen.add(len(net.fed) - 1)  # no-grad rounds before the forward with gradient
+    assert seen == set(range(least, most + 1))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduce pretrained/aasce_cpu.pth: the three training stages of README "Results", then the export.
+#   bash tools/train_aasce_cpu.sh [train.py options for every stage, e.g. --threads 2]
+# Each stage is resumable: run the script again after an interruption and it continues where it stopped
+# (a finished stage returns at once). Runs go to save/aasce_cpu, save/aasce_cpu_clicks1, save/aasce_cpu_clicks2.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source tools/ensure_env.sh
+DATA=data/dataset16_512
+if [ ! -f "$DATA/test.json" ]; then
+  SRC="${AASCE_SOURCE:-../shared/aasce/boostnet_labeldata}"
+  [ -d "$SRC" ] || { echo "error: no AASCE data at $SRC: set AASCE_SOURCE=/path/to/boostnet_labeldata" >&2; exit 1; }
+  "$PY" data_preprocessing.py --source "$SRC" --target data
+fi
+
+stage() {  # stage NAME CONFIG [train.py options]: start the run, or resume it if its folder holds one
+  local name=$1 config=$2
+  shift 2
+  if [ -f "save/$name/last.pth" ]; then
+    "$PY" train.py --config "$config" --name "$name" --no-progress --resume "$@"
+  else
+    "$PY" train.py --config "$config" --name "$name" --no-progress "$@"
+  fi
+}
+
+# 1. localisation from scratch: the first 21 epochs of the 34-epoch cosine schedule
+stage aasce_cpu config/aasce_cpu.yaml --stop-after-epoch 21 "$@"
+# 2. and 3. the click pathway, each from the previous stage's best checkpoint
+stage aasce_cpu_clicks1 config/aasce_cpu_clicks1.yaml --init-weights save/aasce_cpu/best.pth "$@"
+stage aasce_cpu_clicks2 config/aasce_cpu_clicks2.yaml --init-weights save/aasce_cpu_clicks1/best.pth "$@"
+"$PY" tools/export_pretrained.py save/aasce_cpu_clicks2/best.pth pretrained/aasce_cpu.pth
