@@ -13,7 +13,7 @@ from typing import Iterable
 import yaml
 from munch import Munch
 
-from misc.config_schema import ConfigError, cross_key_problems, fill_defaults, normalise_floats, validate
+from misc.config_schema import ConfigError, fill_defaults, normalise_floats, validate
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``)."""
@@ -85,7 +85,7 @@ def config_from_dict(tree: dict, source: str, overrides: Iterable[str] = ()) -> 
     Absent optional keys (switches newer than the paper's config) take their defaults first.
     """
     tree = fill_defaults(tree)
-    problems = validate(tree, source=source) or cross_key_problems(tree, source)
+    problems = validate(tree, source=source)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     tree = json.loads(json.dumps(tree))  # a private copy: overrides must not touch the caller's dict
@@ -94,8 +94,7 @@ def config_from_dict(tree: dict, source: str, overrides: Iterable[str] = ()) -> 
         keys, value = parse_override(text)
         _apply_override(tree, keys, value, text)
     if overrides:
-        where = f"{source} with overrides {overrides}"
-        problems = validate(tree, source=where) or cross_key_problems(tree, where)
+        problems = validate(tree, source=f"{source} with overrides {overrides}")
         if problems:
             raise ConfigError("invalid override:\n  " + "\n  ".join(problems))
     return Munch.fromDict(normalise_floats(tree))

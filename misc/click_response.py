@@ -12,7 +12,8 @@ from typing import Callable
 
 import torch
 
-Predict = Callable[[torch.Tensor], torch.Tensor]  # click positions (B, K, 2) + mask -> coords (B, K, 2)
+# predict(click_rc (B, K, 2), clicked (B, K) bool) -> predicted coordinates (B, K, 2)
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def follow_ratio(before_rc: torch.Tensor, after_rc: torch.Tensor, shift_rc: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def follow_ratio(before_rc: torch.Tensor, after_rc: torch.Tensor, shift_rc: torc
     return ((after_rc - before_rc) * shift).sum(-1) / (shift * shift).sum(-1).clamp_min(1e-12)
 
 
-def displaced_click_response(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], true_rc: torch.Tensor,
+def displaced_click_response(predict: Predict, true_rc: torch.Tensor,
                              index: int, shift_rc: tuple[float, float], neighbours: int = 4) -> dict[str, float]:
     """Click keypoint ``index`` at its true position and at the truth + ``shift_rc``; compare.
 

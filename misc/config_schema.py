@@ -171,7 +171,7 @@ def fill_defaults(tree: dict, schema: dict = SCHEMA) -> dict:
     return out
 
 
-def cross_key_problems(tree: dict, source: str = "<config>") -> list[str]:
+def _cross_key_problems(tree: dict, source: str) -> list[str]:
     """Constraints between keys of a complete, type-checked config tree."""
     problems = []
     train = tree.get("Train", {})
@@ -199,6 +199,8 @@ def validate(tree: dict, schema: dict = SCHEMA, source: str = "<config>", prefix
             problems += validate(value, spec, source, name + ".")
             continue
         problems += _check_leaf(value, spec, name, source)
+    if not prefix and schema is SCHEMA and not problems:  # the whole tree, every key well typed
+        problems += _cross_key_problems(tree, source)
     return problems
 
 
