@@ -8,19 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 source tools/ensure_env.sh
 if [ "$#" -eq 0 ]; then
   if [ -f pretrained/aasce_cpu.pth ]; then
-    DATA=data/dataset16_512
-    if [ ! -f "$DATA/test.json" ]; then
-      SRC="${AASCE_SOURCE:-}"
-      for candidate in data/dataset16/boostnet_labeldata ../shared/aasce/boostnet_labeldata; do
-        if [ -z "$SRC" ] && [ -d "$candidate" ]; then SRC="$candidate"; fi
-      done
-      if [ -z "$SRC" ]; then
-        echo "error: no AASCE data: set AASCE_SOURCE=/path/to/boostnet_labeldata" >&2
-        exit 1
-      fi
-      "$PY" data_preprocessing.py --source "$SRC" --target data
-    fi
-    set -- --checkpoint pretrained/aasce_cpu.pth --data "$DATA/" --out results/aasce_cpu
+    source tools/ensure_aasce_data.sh
+    set -- --checkpoint pretrained/aasce_cpu.pth --data "$AASCE_DATA/" --out results/aasce_cpu
   else
     set -- --only_test_version quick
   fi

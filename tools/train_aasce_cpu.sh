@@ -1,26 +1,19 @@
 #!/usr/bin/env bash
-# Reproduce pretrained/aasce_cpu.pth: the three training stages of README "Results", then the export.
+# Reproduce pretrained/aasce_cpu.pth: the three training stages of README "Results", then the export
+# (preprocessing the AASCE data first if needed, as test.sh does).
 #   bash tools/train_aasce_cpu.sh [train.py options for every stage, e.g. --threads 2]
 # Each stage is resumable: run the script again after an interruption and it continues where it stopped
 # (a finished stage returns at once). Runs go to save/aasce_cpu, save/aasce_cpu_clicks1, save/aasce_cpu_clicks2.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/ensure_env.sh
-DATA=data/dataset16_512
-if [ ! -f "$DATA/test.json" ]; then
-  SRC="${AASCE_SOURCE:-../shared/aasce/boostnet_labeldata}"
-  [ -d "$SRC" ] || { echo "error: no AASCE data at $SRC: set AASCE_SOURCE=/path/to/boostnet_labeldata" >&2; exit 1; }
-  "$PY" data_preprocessing.py --source "$SRC" --target data
-fi
+source tools/ensure_aasce_data.sh
 
 stage() {  # stage NAME CONFIG [train.py options]: start the run, or resume it if its folder holds one
-  local name=$1 config=$2
+  local name=$1 config=$2 resume=()
   shift 2
-  if [ -f "save/$name/last.pth" ]; then
-    "$PY" train.py --config "$config" --name "$name" --no-progress --resume "$@"
-  else
-    "$PY" train.py --config "$config" --name "$name" --no-progress "$@"
-  fi
+  if [ -f "save/$name/last.pth" ]; then resume=(--resume); fi
+  "$PY" train.py --config "$config" --name "$name" --no-progress "${resume[@]}" "$@"
 }
 
 # 1. localisation from scratch: the first 21 epochs of the 34-epoch cosine schedule
