@@ -27,7 +27,6 @@ from misc.evaluation import evaluate, original_frame, summarise
 from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from misc.report import PAPER_AASCE, format_table, plot_mre
 from model import build_model, load_weights
-from model.weights import read_checkpoint
 
 
 def parse_args(argv=None):
@@ -77,11 +76,8 @@ def resolve_model(args):
     if args.config:
         config = util.load_config(args.config, args.set)
     else:
-        stored = read_checkpoint(checkpoint, allow_pickle=args.allow_pickle)
-        if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
-            config = util.config_from_dict(stored["config"], f"config stored in {checkpoint}", args.set)
-        else:
-            config = util.load_config("config/spineweb_ours.yaml", args.set)
+        config = (util.config_from_checkpoint(checkpoint, args.set, allow_pickle=args.allow_pickle)
+                  or util.load_config("config/spineweb_ours.yaml", args.set))
     return config, checkpoint, checkpoint.parent / f"{checkpoint.stem}_test"
 
 

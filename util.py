@@ -100,6 +100,18 @@ def config_from_dict(tree: dict, source: str, overrides: Iterable[str] = ()) -> 
     return Munch.fromDict(normalise_floats(tree))
 
 
+def config_from_checkpoint(path: str | os.PathLike, overrides: Iterable[str] = (), *,
+                           allow_pickle: bool = False) -> Munch | None:
+    """The validated config stored in one of our checkpoints, or None when the file holds none
+    (e.g. the authors' release)."""
+    from model.weights import read_checkpoint
+
+    stored = read_checkpoint(path, allow_pickle=allow_pickle)
+    if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
+        return config_from_dict(stored["config"], f"config stored in {path}", overrides)
+    return None
+
+
 def config_to_yaml(config: Munch) -> str:
     return yaml.safe_dump(config.toDict() if hasattr(config, "toDict") else dict(config), sort_keys=False)
 

@@ -82,17 +82,13 @@ class KeypointPredictor:
         """Build the network from the checkpoint's stored config (or ``config`` when the file has none,
         e.g. the authors' release), load the weights strictly and fold BatchNorm for speed."""
         from model import build_model, load_weights, prepare_for_inference
-        from model.weights import read_checkpoint
-        from util import config_from_dict
+        from util import config_from_checkpoint
 
         path = Path(path)
-        stored = read_checkpoint(path, allow_pickle=allow_pickle)
-        if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
-            config = config_from_dict(stored["config"], f"{path} (stored config)")
-        elif config is None:
+        config = config_from_checkpoint(path, allow_pickle=allow_pickle) or config
+        if config is None:
             raise ValueError(f"{path} holds no config (not one of our checkpoints): pass the config that "
                              f"matches it (command line: --config config/<name>.yaml)")
-        del stored
         config = _without_imagenet(config)
         net = build_model(config)
         load_weights(net, path, allow_pickle=allow_pickle)

@@ -25,7 +25,6 @@ from misc.click_response import displaced_click_response  # noqa: E402
 from misc.decoding import decode  # noqa: E402
 from misc.evaluation import network_predictor  # noqa: E402
 from model import build_model, load_weights  # noqa: E402
-from model.weights import read_checkpoint  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,10 +38,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    stored = read_checkpoint(args.checkpoint)
-    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+    config = util.config_from_checkpoint(args.checkpoint)
+    if config is None:
         raise SystemExit(f"{args.checkpoint}: no config stored in the checkpoint")
-    config = util.config_from_dict(stored["config"], f"config stored in {args.checkpoint}")
     if args.data:
         config.PATH.DATA.TABLE = config.PATH.DATA.IMAGE = args.data
     try:
