@@ -145,6 +145,12 @@ def click_gain(results: dict, metric: str = "sargmax_mm_MRE") -> float:
     return float(np.mean(manual[1:] - model[1:])) if len(model) > 1 else 0.0
 
 
+def validation_due(epoch: int, last_epoch: int, every: int) -> bool:
+    """Validate every ``every`` epochs and always after the last epoch of this session, so that a
+    stopped or finished run has measured its final weights."""
+    return epoch % every == 0 or epoch == last_epoch
+
+
 def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress):
     net.train()
     rng = np.random.default_rng([config.Train.seed, epoch, rank, 1])
@@ -255,30 +261,32 @@ def main(argv=None) -> int:
         if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
             for buffer in net.module.buffers():  # every rank validates the same model and stops together
                 dist.broadcast(buffer, 0)
-        arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
-        results = summarise(arrays)
-        metric = validation_metric(results, config)
-        improved = metric < state["best_metric"]
         state["epoch"] = epoch
-        if improved:
-            state.update(best_metric=metric, best_epoch=epoch, patience=0)
-            if rank == 0:
-                save_checkpoint(run.best_checkpoint, net, epoch=epoch, metric={config.Train.decision_metric: metric},
-                                config=config)
-        else:
-            state["patience"] += 1
-        metrics = {**train_metrics, "val/metric": metric, "val/sargmax_mm_MRE_0click": results["model"]["sargmax_mm_MRE"][0],
-                   "val/click_gain": click_gain(results),
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.time() - started}
+        metrics = {**train_metrics, "lr": optimizer.param_groups[0]["lr"]}
+        summary = f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f}"
+        if validation_due(epoch, last_epoch, config.Train.val_every):
+            arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
+            results = summarise(arrays)
+            metric = validation_metric(results, config)
+            improved = metric < state["best_metric"]
+            if improved:
+                state.update(best_metric=metric, best_epoch=epoch, patience=0)
+                if rank == 0:
+                    save_checkpoint(run.best_checkpoint, net, epoch=epoch,
+                                    metric={config.Train.decision_metric: metric}, config=config)
+            else:
+                state["patience"] += config.Train.val_every
+            metrics.update({"val/metric": metric, "val/sargmax_mm_MRE_0click": results["model"]["sargmax_mm_MRE"][0],
+                            "val/click_gain": click_gain(results)})
+            if rank == 0 and (epoch == 1 or epoch % 5 == 0):
+                pictures = [draw_keypoints(val_set[i]["image"].numpy(), arrays["true_rc"][i],
+                                           arrays["model_sargmax_rc"][i, 0]) for i in range(min(3, len(val_set)))]
+                run.add_images("val/predictions_0click", np.stack(pictures), epoch)
+            summary += (f" val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f} "
+                        f"click gain {metrics['val/click_gain']:+.2f}{' *best*' if improved else ''}")
+        metrics["epoch_seconds"] = time.time() - started
         run.record_metrics(epoch, metrics)
-        if rank == 0 and (epoch == 1 or epoch % 5 == 0):
-            pictures = [draw_keypoints(val_set[i]["image"].numpy(), arrays["true_rc"][i], arrays["model_sargmax_rc"][i, 0])
-                        for i in range(min(3, len(val_set)))]
-            run.add_images("val/predictions_0click", np.stack(pictures), epoch)
-        run.log(f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f} "
-                f"val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f} "
-                f"click gain {metrics['val/click_gain']:+.2f}"
-                f"{' *best*' if improved else ''} ({metrics['epoch_seconds']:.0f}s)")
+        run.log(f"{summary} ({metrics['epoch_seconds']:.0f}s)")
         if rank == 0:
             save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else {},

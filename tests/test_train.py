@@ -38,6 +38,17 @@ def test_tiny_config_learns_and_writes_a_complete_run_folder(synthetic_dataset, 
     assert last["epoch"] == 4 and {"optimizer", "train_state", "config"} <= set(last)
 
 
+def test_val_every_validates_on_its_epochs_and_after_the_last_one(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "sparse", "--set", "Train.epoch=5", "--set", "Train.val_every=2") == 0
+    metrics = _metrics(tmp_path / "sparse")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5]
+    assert [m["epoch"] for m in metrics if "val/metric" in m] == [2, 4, 5]
+    best = torch.load(tmp_path / "sparse/best.pth", map_location="cpu", weights_only=True)
+    validated = {m["epoch"]: m["val/metric"] for m in metrics if "val/metric" in m}
+    assert best["epoch"] == min(validated, key=validated.get)
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_dataset, tmp_path):
     _, table = synthetic_dataset
     assert _run(table, tmp_path, "straight", "--set", "Train.epoch=3") == 0

@@ -1,0 +1,142 @@
+"""Where the wall time of one training epoch goes, per component, for a training config.
+
+Times on real batches of the config's training split (so augmentation, click sampling and the
+click-round count follow the config):
+  data            one sample through KeypointDataset.__getitem__ (load, augment, clicks)
+  click_rounds    the no-grad worst-first rounds of one batch (eval mode, per batch and per round)
+  forward_loss    the forward with gradient and the loss (BCE + morphology)
+  backward_step   backward and the optimizer step
+  validation      model revision 0..Train.val_clicks on a few validation images
+and prints, as JSON, the medians and the epoch they add up to (training batches x batch time +
+validation of the whole split / Train.val_every). Weights are the config's initialisation (random
+or --init-weights): the cost does not depend on the weight values, except that a trained network's
+click rounds are identical work. The load average is recorded: on a shared 2-core machine numbers
+move with what else runs, so compare variants measured in one invocation or under the same load.
+
+    python bench/bench_epoch.py --config config/aasce_cpu_clicks2.yaml --batches 6 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import util  # noqa: E402
+from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
+from misc.clicks import indices_to_mask  # noqa: E402
+from misc.evaluation import evaluate  # noqa: E402
+from misc.heatmaps import click_maps, gaussian_heatmaps  # noqa: E402
+from misc.morph_pairs import load_morph_pairs  # noqa: E402
+from misc.training import compute_loss, simulate_click_rounds  # noqa: E402
+from model import build_model  # noqa: E402
+from train import build_optimizer  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default="config/aasce_cpu_clicks2.yaml", help="training config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--batches", type=int, default=6, help="timed training batches (after one warm-up)")
+    parser.add_argument("--samples", type=int, default=32, help="samples timed through the dataset")
+    parser.add_argument("--val-images", type=int, default=8, help="validation images timed")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    for name in ("batches", "samples", "val_images", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = util.load_config(args.config, args.set)
+    device = torch.device("cpu")
+    train_set = KeypointDataset(config, "train")
+    train_set.set_epoch(1)
+    samples = min(args.samples, len(train_set))
+    data_s = [timed(lambda i=i: train_set[i])[1] for i in range(samples)]
+
+    net = build_model(config).train()
+    optimizer, _ = build_optimizer(net, config)
+    morph_pairs = tuple(torch.as_tensor(p) for p in load_morph_pairs(config.Morph.pairs))
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.Train.batch_size, collate_fn=collate)
+    rng = np.random.default_rng([config.Train.seed, 1])
+    rows = []
+    for index, batch in enumerate(loader):
+        if index > args.batches:
+            break
+        image, true_rc = batch["image"], batch["coords_rc"]
+        targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
+        clicked = indices_to_mask(batch["clicks"], image.shape[0], targets.shape[1], device)
+        rounds = int(rng.integers(config.Train.min_click_rounds, config.Train.max_click_rounds + 1))
+        (clicked, prev), t_rounds = timed(lambda: simulate_click_rounds(
+            net, image, targets, true_rc, clicked, rounds, prev_only_clicked=config.Train.prev_heatmap == "clicked"))
+
+        def forward_loss():
+            logits, aux = net(image, click_maps(targets, clicked), prev)
+            return compute_loss(logits, aux, targets, true_rc, batch["morph_mask"], config, morph_pairs)
+
+        terms, t_forward = timed(forward_loss)
+
+        def backward_step():
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+
+        _, t_backward = timed(backward_step)
+        if index > 0:  # the first batch warms up allocators and kernels
+            rows.append((rounds, t_rounds, t_forward, t_backward))
+
+    val_set = KeypointDataset(config, "val")
+    val_images = min(args.val_images, len(val_set))
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(val_images)),
+                                             batch_size=config.Train.batch_size, collate_fn=collate)
+    _, t_val = timed(lambda: evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=False))
+
+    round_count = sum(r[0] for r in rows)
+    per_batch = {
+        "click_rounds_s": statistics.mean(r[1] for r in rows),
+        "forward_loss_s": statistics.median(r[2] for r in rows),
+        "backward_step_s": statistics.median(r[3] for r in rows),
+        "data_s": statistics.median(data_s) * config.Train.batch_size,
+    }
+    batches = len(loader) if not config.Train.max_batches_per_epoch else min(len(loader), config.Train.max_batches_per_epoch)
+    train_epoch = batches * sum(per_batch.values())
+    validation = t_val / val_images * len(val_set) / config.Train.val_every
+    report = {
+        "config": args.config, "overrides": args.set, "threads": args.threads,
+        "load_average_1min": os.getloadavg()[0],
+        "batch_size": config.Train.batch_size, "train_batches_per_epoch": batches,
+        "per_batch": {k: round(v, 3) for k, v in per_batch.items()},
+        "click_round_s": round(sum(r[1] for r in rows) / round_count, 3) if round_count else None,
+        "mean_click_rounds": round(round_count / len(rows), 2),
+        "epoch_estimate_s": {
+            "train": round(train_epoch), "validation_per_epoch": round(validation),
+            "total": round(train_epoch + validation),
+        },
+        "share": {k: round(batches * v / (train_epoch + validation), 3) for k, v in per_batch.items()}
+                 | {"validation": round(validation / (train_epoch + validation), 3)},
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
