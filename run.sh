@@ -85,7 +85,7 @@ if [ "${TRAIN:-0}" = 1 ]; then
   echo "   (the committed model needed 4.5 h in three stages: bash tools/train_aasce_cpu.sh)."
   "$PY" train.py --config config/quick.yaml --name "$NAME" "${RESUME[@]}" \
     --set "PATH.DATA.IMAGE=$DATA/" --set "PATH.DATA.TABLE=$DATA/" --set "Train.epoch=$EPOCHS"
-  EVAL_ARGS=(--only_test_version "$NAME")
+  EVAL_ARGS=(--only-test-version "$NAME")
   OUT="${OUT:-save/$NAME/test}"
 else
   CHECKPOINT="${CHECKPOINT:-pretrained/aasce_cpu.pth}"
