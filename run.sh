@@ -73,9 +73,11 @@ if [ "${TRAIN:-0}" = 1 ]; then
   NAME="${RUN_NAME:-quick_$KIND}"
   EPOCHS="${EPOCHS:-$([ "$KIND" = synthetic ] && echo 12 || echo 30)}"
   NUM_TRAIN="$("$PY" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$DATA/train.json")"
-  # Measured on this project's 2-core machine (README "Two commands"): about 0.6 s per training image
-  # per epoch for config/quick.yaml, validation included; slower when other jobs share the cores.
-  MINUTES=$(( (EPOCHS * NUM_TRAIN * 6 / 10 + 59) / 60 ))
+  NUM_VAL="$("$PY" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$DATA/val.json")"
+  # Rates on the project's 2-core machine without other load (README "Two commands"): the fastest
+  # config/quick.yaml epoch seen took 126 s for 192 training images (0.66 s each); validation predicts
+  # each image after 0..3 clicks at about 0.3 s per prediction. Busy cores make it several times slower.
+  MINUTES=$(( (EPOCHS * (NUM_TRAIN * 66 + NUM_VAL * 4 * 30) / 100 + 59) / 60 ))
   RESUME=()
   [ -f "save/$NAME/last.pth" ] && RESUME=(--resume)
   step "training $NAME from scratch: config/quick.yaml, $EPOCHS epochs on $NUM_TRAIN images of $DATA"
@@ -93,7 +95,8 @@ else
   OUT="${OUT:-results/run_$KIND}"
 fi
 
-step "evaluating ${EVAL_ARGS[*]} on the $NUM_TEST $KIND test images, 0..10 clicks (about $(( (NUM_TEST * 3 + 59) / 60 )) min)"
+# About 0.3 s per prediction, 11 per image (0..10 clicks), on 2 idle cores; 5 min for 48 images under load.
+step "evaluating ${EVAL_ARGS[*]} on the $NUM_TEST $KIND test images, 0..10 clicks (about $(( (NUM_TEST * 33 / 10 + 59) / 60 )) min, more under load)"
 "$PY" test.py "${EVAL_ARGS[@]}" --data "$DATA/" --out "$OUT" --visualize "${VISUALIZE:-8}"
 
 step "done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
@@ -108,13 +111,14 @@ print(f"checkpoint {r['checkpoint']}: mean radial error {model[0]:.2f} px before
 EOF
 cat <<EOF
 Outputs in $OUT/:
-  results.md              the table above          results.json   every metric per click
-  mre_per_click.png       MRE per click (the paper's AASCE values dashed), cobb_per_click.png
+  results.md              the table above
+  results.json            every metric per click
+  mre_per_click.png       MRE per click (the paper's AASCE values dashed); cobb_per_click.png
   visualize/*.png         picture strips: truth, both revisions after 0, 1, 3 and 5 clicks
   predictions.npz         every coordinate, to recompute any number
 Next:
-  $PY demo.py   the interactive annotation tool (then open the printed URL)
-  TRAIN=1 bash run.sh                         train config/quick.yaml from scratch first (pipeline check)
-  bash tools/train_aasce_cpu.sh               the committed model's 3-stage recipe on real data (4.5 h)
-  AASCE_SOURCE=/path/to/boostnet_labeldata bash run.sh    the same on the real AASCE test split
+  the annotation tool:   $PY demo.py   (then open the printed URL)
+  training:              TRAIN=1 bash run.sh   (config/quick.yaml from scratch: a pipeline check)
+                         bash tools/train_aasce_cpu.sh   (the committed model's recipe, real data, 4.5 h)
+  real data:             AASCE_SOURCE=/path/to/boostnet_labeldata bash run.sh   (see README "Data")
 EOF
