@@ -80,7 +80,7 @@ if [ "${TRAIN:-0}" = 1 ]; then
   MINUTES=$(( (EPOCHS * (NUM_TRAIN * 66 + NUM_VAL * 4 * 30) / 100 + 59) / 60 ))
   RESUME=()
   [ -f "save/$NAME/last.pth" ] && RESUME=(--resume)
-  step "training $NAME from scratch: config/quick.yaml, $EPOCHS epochs on $NUM_TRAIN images of $DATA"
+  step "training $NAME from scratch: config/quick.yaml, $EPOCHS epoch$([ "$EPOCHS" = 1 ] || echo s) on $NUM_TRAIN images of $DATA"
   echo "   expect about $MINUTES min on 2 idle cores (longer under load); ${RESUME[*]:+resuming save/$NAME; }"\
 "Ctrl-C and re-run to resume after the last finished epoch."
   echo "   This is a pipeline check: a short run from scratch learns rough positions, not to follow clicks"
