@@ -277,9 +277,9 @@ def main(argv=None) -> int:
                         for i in range(min(3, len(val_set)))]
             run.add_images("val/predictions_0click", np.stack(pictures), epoch)
         run.log(f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f} "
-                f"val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f}"
-                + (f" click gain {metrics['val/click_gain']:+.2f}" if config.Train.val_clicks else "")  # needs clicks
-                + f"{' *best*' if improved else ''} ({metrics['epoch_seconds']:.0f}s)")
+                f"val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f} "
+                f"click gain {metrics['val/click_gain']:+.2f}"
+                f"{' *best*' if improved else ''} ({metrics['epoch_seconds']:.0f}s)")
         if rank == 0:
             save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else {},
