@@ -1,6 +1,6 @@
-"""Evaluate a trained model with the interactive protocol (SPEC 6): model vs manual revision.
+"""Evaluate a trained model with the interactive protocol of the paper: model vs manual revision.
 
-    python test.py --only_test_version quick              # save/quick/best.pth on its own test split
+    python test.py --only-test-version quick              # save/quick/best.pth on its own test split
     python test.py --checkpoint pretrained/x.pth --data data/dataset16_512 --out results/x
 
 Writes to the output folder: results.json (every metric per click), results.md (the table),
@@ -32,25 +32,30 @@ from model import build_model, load_weights
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--only_test_version", metavar="NAME", help="experiment name under --save-dir")
+    what.add_argument("--only-test-version", "--only_test_version", dest="only_test_version", metavar="NAME",
+                      help="evaluate save/NAME/best.pth (experiment name under --save-dir); the underscore "
+                           "spelling is the official script's")
     what.add_argument("--checkpoint", help="a checkpoint file (ours or the authors' release)")
     parser.add_argument("--save-dir", default=None, help="experiments root (default: PATH.SAVE of the config)")
     parser.add_argument("--config", default=None,
                         help="config for --checkpoint (default: the one stored in the checkpoint, "
                              "else config/spineweb_ours.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--data", help="a folder written by data_preprocessing.py; its test.json is used")
-    parser.add_argument("--split", default="test", choices=("test", "val", "train"))
+    parser.add_argument("--data", help="a folder written by data_preprocessing.py; its <split>.json is used")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                        help="which table of the data folder to evaluate (default: %(default)s)")
     parser.add_argument("--out", help="output folder (default: <experiment>/test or next to the checkpoint)")
     parser.add_argument("--max-clicks", type=int, default=None, help="clicks to simulate (default: Test.max_clicks)")
     parser.add_argument("--table-clicks", type=int, default=None, help="columns of the printed table (default: Test.table_clicks)")
     parser.add_argument("--visualize", type=int, default=0, metavar="N",
                         help="write PNG strips (truth, both revisions after 0/1/3/5 clicks) for the first N images")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per forward pass: changes speed and memory, not the protocol (default: %(default)s)")
+    parser.add_argument("--device", default=None,
+                        help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device of the config)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow a checkpoint that needs unpickling (only for files you trust)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser.parse_args(argv)
 
 

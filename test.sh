@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate: bash test.sh [--only_test_version NAME | --checkpoint PATH] [test.py options]
+# Evaluate: bash test.sh [--only-test-version NAME | --checkpoint PATH] [test.py options]
 # With no arguments: the committed CPU model (pretrained/aasce_cpu.pth) on the AASCE test split
 # (preprocessing the real data first if needed: AASCE_SOURCE, ./data/dataset16/boostnet_labeldata or
 # ../shared/aasce/boostnet_labeldata), or, without a committed model, the experiment 'quick'.
@@ -11,7 +11,7 @@ if [ "$#" -eq 0 ]; then
     source tools/ensure_aasce_data.sh
     set -- --checkpoint pretrained/aasce_cpu.pth --data "$AASCE_DATA/" --out results/aasce_cpu
   else
-    set -- --only_test_version quick
+    set -- --only-test-version quick
   fi
 fi
 exec "$PY" test.py "$@"

@@ -1,4 +1,4 @@
-"""Train the interactive keypoint network (SPEC 5).
+"""Train the interactive keypoint network with the procedure of the paper (README "Training").
 
     python train.py --config config/quick.yaml --name my_run
     python train.py --config config/quick.yaml --name my_run --resume      # continue after a stop
@@ -47,7 +47,8 @@ def parse_args(argv=None):
                              "run's best.pth; optimizer and schedule start afresh); ignored with --resume")
     parser.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="with torchrun: BatchNorm statistics shared across processes (SyncBatchNorm, GPUs)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--time-limit", type=float, default=0, metavar="MINUTES",
                         help="stop cleanly after the epoch that passes this wall-clock budget; "

@@ -1,6 +1,6 @@
 """Reading and validating a raw AASCE tree (SpineWeb dataset 16, ``boostnet_labeldata``).
 
-The tree (see ``shared/SPEC.md`` section 1)::
+The tree, as distributed for the AASCE 2019 challenge::
 
     <root>/data/<split>/<name>.jpg          8-bit grayscale JPEG
     <root>/labels/<split>/<name>.jpg.mat    MATLAB file holding ``p2``: (68, 2) pixel (x, y), uint16

@@ -1,4 +1,4 @@
-"""Training augmentation (SPEC 2) and the left/right label swap on horizontal flip."""
+"""Training augmentation (the official rotation, flip and scale) and the left/right label swap on horizontal flip."""
 from __future__ import annotations
 
 import albumentations as A

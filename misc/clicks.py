@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# SPEC 2: P(n initial clicks) for n = 0..12 in the official AASCE training.
+# P(n initial clicks) for n = 0..12 in the official AASCE training.
 DATASET16_CLICK_PROBS = (1 / 8, 1 / 2, 1 / 4, 1 / 16, 1 / 32, 1 / 64, 1 / 128, 1 / 256, 1 / 512,
                          1 / 1024, 1 / 2048, 1 / 4096, 1 / 4096)
 

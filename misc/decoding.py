@@ -39,7 +39,7 @@ def extract_patches(heatmaps: torch.Tensor, centers_rc: torch.Tensor, patch_size
 
 
 def subpixel_decode(probs: torch.Tensor, patch_size: int = 15, temperature: float = 10.0) -> torch.Tensor:
-    """Sub-pixel coordinates (SPEC 4): hard argmax plus the expected offset of softmax(10 x patch).
+    """Sub-pixel coordinates (the official decoding): hard argmax plus the expected offset of softmax(10 x patch).
 
     Differentiable in ``probs`` (the morphology loss trains through it); probs are sigmoid heatmaps.
     """

@@ -1,4 +1,4 @@
-"""Morphology features and the morphology-aware loss (SPEC 4, PAPER_NOTES)."""
+"""Morphology features (corner distances and angles) and the morphology-aware loss of the paper."""
 from __future__ import annotations
 
 import torch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# SPEC 6 / the paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
+# The paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
 PAPER_AASCE = {
     "model": [58.58, 35.39, 29.35, 24.02, 21.06, 17.67],
     "manual": [58.58, 55.85, 53.33, 50.90, 48.55, 47.03],

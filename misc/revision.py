@@ -1,4 +1,4 @@
-"""The interactive evaluation protocol (SPEC 6): model revision versus manual revision.
+"""The interactive evaluation protocol of the paper: model revision versus manual revision.
 
 Pure functions over a ``predict`` callable, so the protocol is testable without a network:
 ``predict(clicked, prev_probs) -> probs`` with clicked (B, K) bool, probs (B, K, H, W).

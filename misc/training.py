@@ -1,4 +1,4 @@
-"""One training step of the interactive network (SPEC 5): iterative click rounds, then the loss."""
+"""One training step of the interactive network as in the paper: iterative click rounds, then the loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass

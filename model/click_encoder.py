@@ -1,4 +1,4 @@
-"""RITM click encoder (SPEC section 3).
+"""RITM click encoder (the architecture of the paper).
 
 concat(previous probabilities, click maps) (2K channels) -> 1x1 conv -> 16 -> LeakyReLU(0.2) ->
 3x3 stride-2 conv -> 64 -> times |scale| (a learnable scalar, initially 0.05).

@@ -1,4 +1,4 @@
-"""Interaction-guided gating (SPEC section 3): the clicks decide which backbone channels matter.
+"""Interaction-guided gating (as in the paper): the clicks decide which backbone channels matter.
 
 concat(layer1 features, click maps resized to their size) -> three 3x3 conv+BN+ReLU blocks
 (strides 2, 1, 1; Kaiming-normal init) -> global max pool (average pool as an option) ->

@@ -1,4 +1,4 @@
-"""HRNetV2 backbone, RITM variant (SPEC section 3).
+"""HRNetV2 backbone, RITM variant (the architecture of the paper).
 
 Stem (two 3x3 stride-2 convs, 64 channels) -> layer1 (bottlenecks, 64 -> 256 channels) ->
 stages 2/3/4 with 2/3/4 parallel branches of widths w, 2w, 4w, 8w -> all branches upsampled to the

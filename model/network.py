@@ -1,4 +1,4 @@
-"""The interactive keypoint network of the paper ("RITM_SE_HRNet32", SPEC section 3).
+"""The interactive keypoint network of the paper ("RITM_SE_HRNet32" in the official code).
 
     image ----------------------------------> HRNet stem ... layer1 ... stages -> aggregate (15w ch)
     concat(prev_probs, click_maps) -> ClickEncoder --^ (added after the first stem conv)   |

@@ -1,4 +1,4 @@
-"""Object-contextual representation (OCR) head pieces, as in HRNet-OCR and RITM (SPEC section 3).
+"""Object-contextual representation (OCR) head pieces, as in HRNet-OCR and RITM (the architecture of the paper).
 
 Here the "objects" are the keypoints: every keypoint's soft region (the spatial softmax of the
 auxiliary logits) pools one context vector out of the pixel features; every pixel then attends over

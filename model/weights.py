@@ -161,7 +161,7 @@ class ImagenetLoadReport:
 
 
 def load_imagenet_hrnet(net: nn.Module, path: str | os.PathLike, *, allow_pickle: bool = False) -> ImagenetLoadReport:
-    """Initialise the HRNet part from HRNet-Image-Classification weights (SPEC section 3).
+    """Initialise the HRNet part from HRNet-Image-Classification weights (ImageNet, as the paper).
 
     Keys lose a leading ``model.``; ``last_layer`` becomes ``aux_head``; every tensor whose name and
     shape match ``net.ritm_hrnet`` (or ``net`` itself if it has no ``ritm_hrnet``) is copied, the rest

@@ -78,3 +78,36 @@ def tiny_overrides(table_dir, save_dir=None):
     if save_dir is not None:
         sets.append(f"PATH.SAVE={save_dir}/")
     return sets
+
+
+# What a skipped check needs, recognised in its skip reason: the groups the closing summary names.
+OFFICIAL_TENSORS = ("the official code's reference tensors (../shared/reference): weight loading, network outputs "
+                    "and math compared with the official implementation")
+REAL_AASCE = ("the real AASCE copy (../shared/aasce): reading, preprocessing, Cobb angles and morphology pairs "
+              "checked on the real images and labels")
+SKIP_GROUPS = (("shared/reference", OFFICIAL_TENSORS), ("reference not present", OFFICIAL_TENSORS),
+               ("shared/aasce", REAL_AASCE))
+
+
+def skip_group(reason: str) -> str:
+    for marker, group in SKIP_GROUPS:
+        if marker in reason:
+            return group
+    return reason
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which checks did not run here and why (most need the project's shared/ folder)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    groups: dict[str, list[str]] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        groups.setdefault(skip_group(reason.removeprefix("Skipped: ")), []).append(report.nodeid)
+    terminalreporter.section(f"{len(skipped)} checks skipped on this machine")
+    for group, nodeids in groups.items():
+        terminalreporter.write_line(f"{len(nodeids)} need {group}:" if group.startswith("the ")
+                                    else f"{len(nodeids)} skipped: {group}:")
+        for nodeid in nodeids:
+            terminalreporter.write_line(f"    {nodeid}")

@@ -1,4 +1,4 @@
-"""Heatmaps, decoding, losses and errors reproduce the official code's tensors (SPEC 4)."""
+"""Heatmaps, decoding, losses and errors reproduce the official code's tensors."""
 import torch
 
 from misc.decoding import hard_argmax, subpixel_decode

@@ -1,4 +1,4 @@
-"""The network: official weight format, official outputs, variants and shapes (SPEC section 3)."""
+"""The network: official weight format, official outputs, variants and shapes."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from model.gating import ChannelExcitation, InteractionGate
 from conftest import SHARED
 
 REFERENCE = SHARED / "reference"
-PAPER_PARAMETERS = 32_942_889  # SPEC section 3
+PAPER_PARAMETERS = 32_942_889  # the official RITM_SE_HRNet32 at the paper config
 K = 68
 
 

@@ -12,9 +12,12 @@ fi
 stamp="$VENV/.requirements.sha256"
 want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "installing requirements.txt into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.txt"
+  # pip lists each package as it goes; torch (a 180 MB wheel) is the long one.
+  echo "installing requirements.txt into $VENV: torch (CPU), numpy, scipy, opencv, albumentations,"
+  echo "tensorboard, matplotlib, pytest and their dependencies (about 1-3 min from a local package cache,"
+  echo "longer when downloading; it happens again only when requirements.txt changes)"
+  "$VENV/bin/python" -m pip install --upgrade pip
+  "$VENV/bin/python" -m pip install --progress-bar on -r "$ROOT/requirements.txt"
   echo "$want" > "$stamp"
 fi
 PY="$VENV/bin/python"
