@@ -175,18 +175,23 @@ MIN_FREE_BYTES = 64 * 2**20  # free space an output folder must have before expe
 
 
 def check_output_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
-    """Create ``path`` if needed and make sure a file can be written there and ``min_free_bytes`` are
-    free; BadInput (one line naming the folder) otherwise. Call it before the expensive work."""
+    """Make sure files can be written in folder ``path`` (or, when it does not exist yet, in its nearest
+    existing parent, which is where it will be created) and that ``min_free_bytes`` are free there;
+    BadInput (one line naming the folder) otherwise. Creates nothing. Call it before the expensive work."""
     import shutil
 
     path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-") as handle:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-") as handle:
             handle.write(b"\0" * 4096)
             handle.flush()
             os.fsync(handle.fileno())
-        free = shutil.disk_usage(path).free
+        free = shutil.disk_usage(existing).free
     except OSError as exc:
         raise BadInput(f"output folder {path} is not writable ({exc.strerror or exc})") from None
     if free < min_free_bytes:
