@@ -50,6 +50,8 @@ def _choice(*choices, help=""):
 # Model.prev_heatmap (see its help); the rule itself is applied in model/predictor.py
 PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full")
 
+# Official names: "mm" = the original image frame, which on AASCE (no pixel spacing) is ORIGINAL PIXELS;
+# "pixel" = pixels of the network grid (misc/frames.py)
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
 SCHEMA: dict = {

@@ -135,3 +135,17 @@ def test_select_morph_pairs_names_bad_labels_outputs_and_configs(synthetic_datas
     for args, words in cases:
         assert select_morph_pairs.main(args + ["--no-progress"]) == 2
         assert words in _one_line_error(capsys)
+
+
+def test_test_py_and_train_py_name_a_missing_table_and_an_unwritable_save_folder(checkpoints, tmp_path, capsys):
+    import test as test_script
+    import train
+
+    good = checkpoints["nan"][0].with_name("good.pth")
+    assert test_script.main(["--checkpoint", str(good), "--data", str(tmp_path / "none"), "--out",
+                             str(tmp_path / "out"), "--device", "cpu", "--no-progress"]) == 2
+    assert f"table '{tmp_path / 'none' / 'test.json'}' not found" in _one_line_error(capsys)
+    blocker = tmp_path / "save"
+    blocker.write_text("x")
+    assert train.main(["--config", "config/quick.yaml", "--save-dir", str(blocker), "--no-progress"]) == 2
+    assert f"output folder {blocker / 'quick'} is not writable" in _one_line_error(capsys)
