@@ -61,13 +61,14 @@ class KeypointPredictor:
     other down).
     """
 
-    def __init__(self, core: Predictor, config, source: str = "", untrained: bool = False):
-        self.core = core
-        self.net = core.net
-        self.size_rc = core.size_rc
+    def __init__(self, core, config, source: str = "", untrained: bool = False):
+        """``core``: a ``model.predictor.Predictor``, or an eval-mode network to wrap in one."""
+        self.core = core if isinstance(core, Predictor) else Predictor(core.eval(), config)
+        self.net = self.core.net
+        self.size_rc = self.core.size_rc
         self.num_keypoints = int(config.Dataset.num_keypoint)
-        self.heatmap_std = core.heatmap_std
-        self.patch_size = core.patch_size
+        self.heatmap_std = self.core.heatmap_std
+        self.patch_size = self.core.patch_size
         self.model_name = str(config.Model.NAME)
         self.source = source
         self.untrained = untrained

@@ -86,3 +86,13 @@ def test_annotation_session_refinement_in_original_pixels_is_the_protocols(check
         np.testing.assert_allclose(state.points_xy, expected_xy[n], atol=0.05)
         np.testing.assert_array_equal(state.points_xy[order[:n]], true_xy[order[:n]])
     np.testing.assert_allclose(grid_rc_to_original_xy(true_rc[0].numpy(), demo.size_rc, gray.shape), true_xy, atol=1e-3)
+
+
+def test_a_network_given_directly_predicts_like_the_checkpoint(checkpoint, protocol):
+    """KeypointPredictor(net, config), the older constructor, wraps the same Predictor."""
+    from model import read_checkpoint
+
+    image_t, _, model = protocol
+    config = read_checkpoint(checkpoint).config()
+    wrapped = KeypointPredictor(Predictor.from_checkpoint(checkpoint).net, config)
+    torch.testing.assert_close(wrapped.predict(image_t, {}, None).points_rc, model.stacked("sargmax")[0, 0])
