@@ -46,7 +46,7 @@ def read_labels(path: Path, grid_rc) -> tuple:
             return read_table(path, grid_rc)
     except (OSError, ValueError) as exc:  # also UnicodeDecodeError and scipy's errors on a broken .mat
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(f"--labels {path}: {detail}") from None
+        raise BadInput(f"--labels {detail}" if detail.startswith(str(path)) else f"--labels {path}: {detail}") from None
     raise BadInput(f"--labels {path}: no such folder or file")
 
 

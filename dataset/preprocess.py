@@ -383,6 +383,7 @@ def preprocess(
     everything = [s for split in TABLE_SPLITS for s in tables[split]]
     array_bytes = sum(s.image_resized.size * 3 + 128 for s in everything)  # .npy: (rows, cols, 3) uint8 + header
     check_output_dir(target, min_free_bytes=array_bytes + 16 * 2**20)
+    target.mkdir(parents=True, exist_ok=True)
     tmp = target / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
