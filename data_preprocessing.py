@@ -12,6 +12,7 @@ import logging
 import sys
 
 from dataset.aasce_io import AasceDataError
+from misc.errors import BadInput
 from dataset.preprocess import (
     BACKENDS,
     DEFAULT_SIZE_ROW_COL,
@@ -83,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    except OutputExistsError as exc:
+    except (OutputExistsError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the disk filled up while writing; the temporary folder was removed
+        print(f"error: writing {args.target} failed: {exc.strerror or exc}; nothing was installed", file=sys.stderr)
         return 1
     counts = ", ".join(f"{split} {n}" for split, n in report.counts.items())
     dropped = f"{len(report.dropped)} dropped, see the warnings above" if report.dropped else "none dropped"

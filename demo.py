@@ -97,12 +97,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads or default_threads())
     start = time.perf_counter()
-    try:
+    try:  # a bad checkpoint or config, or weights that predict NaN, stop here with one line
         predictor = load_predictor(args)
+        predictor.warm_up()
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    predictor.warm_up()
     app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
     try:
         server = create_server(app, args.host, args.port, allow_remote=args.allow_remote)

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import util
+from misc.errors import BadInput, report_bad_input
 from misc.morph_pairs import (
     FRAMES,
     count_recovered,
@@ -30,15 +32,29 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "config" / "spineweb_ours.yam
 
 
 def grid_size_from_config(path: Path) -> tuple[int, int]:
-    """``Dataset.image_size`` (rows, cols) of a YAML config."""
-    import yaml
+    """``Dataset.image_size`` (rows, cols) of a YAML config (validated like every config)."""
+    rows, cols = util.load_config(path).Dataset.image_size
+    return int(rows), int(cols)
 
+
+def read_labels(path: Path, grid_rc) -> tuple:
+    """(points_xy, sizes_rc, names) from a label folder or a table JSON; BadInput naming the file."""
     try:
-        size = yaml.safe_load(Path(path).read_text(encoding="utf-8"))["Dataset"]["image_size"]
-        rows, cols = (int(v) for v in size)
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise SystemExit(f"cannot read Dataset.image_size from {path}: {exc!r}; pass --grid-size ROWS COLS")
-    return rows, cols
+        if path.is_dir():
+            return read_label_folder(path)
+        if path.is_file():
+            return read_table(path, grid_rc)
+    except (OSError, ValueError) as exc:  # also UnicodeDecodeError and scipy's errors on a broken .mat
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"--labels {detail}" if detail.startswith(str(path)) else f"--labels {path}: {detail}") from None
+    raise BadInput(f"--labels {path}: no such folder or file")
+
+
+def load_morph_pairs_or_fail(name_or_path, num_keypoints: int = 68):
+    try:
+        return load_morph_pairs(name_or_path, num_keypoints)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--compare {name_or_path}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,19 +73,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compare", nargs="?", const="dataset16", metavar="NAME_OR_JSON",
                         help="print how many entries of this list (default: the official 'dataset16') are recovered")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.num_pairs < 1 or args.num_triplets < 1:
+        parser.error(f"--num-pairs and --num-triplets must be >= 1, got {args.num_pairs} and {args.num_triplets}")
+    if args.grid_size and min(args.grid_size) < 1:
+        parser.error(f"--grid-size needs two positive integers, got {args.grid_size}")
+    return args
 
 
+@report_bad_input
 def main(argv=None) -> int:
     args = parse_args(argv)
     grid_rc = tuple(args.grid_size) if args.grid_size else grid_size_from_config(args.config)
-
-    if args.labels.is_dir():
-        points_xy, sizes_rc, _ = read_label_folder(args.labels)
-    elif args.labels.is_file():
-        points_xy, sizes_rc, _ = read_table(args.labels, grid_rc)
-    else:
-        raise SystemExit(f"--labels {args.labels}: no such folder or file")
+    if args.out:
+        util.check_output_dir(args.out.parent)  # before the selection, which takes minutes
+    if args.compare:
+        load_morph_pairs_or_fail(args.compare)
+    points_xy, sizes_rc, _ = read_labels(args.labels, grid_rc)
     num_keypoints = points_xy.shape[1]
     print(f"{len(points_xy)} label sets, {num_keypoints} keypoints, frame '{args.frame}'"
           + (f" {grid_rc[0]}x{grid_rc[1]}" if args.frame == "grid" else ""), file=sys.stderr)
@@ -90,7 +110,7 @@ def main(argv=None) -> int:
         write_morph_pairs(args.out, pairs, triplets, num_keypoints)
         print(f"wrote {len(pairs)} pairs and {len(triplets)} triplets to {args.out}", file=sys.stderr)
     if args.compare:
-        ref_pairs, ref_triplets = load_morph_pairs(args.compare, num_keypoints)
+        ref_pairs, ref_triplets = load_morph_pairs_or_fail(args.compare, num_keypoints)
         print(f"pairs: {count_recovered(pairs, ref_pairs)} of {len(ref_pairs)} entries of {args.compare!r} recovered")
         print(f"triplets: {count_recovered(triplets, ref_triplets)} of {len(ref_triplets)} entries of "
               f"{args.compare!r} recovered")

@@ -26,7 +26,8 @@ from misc.cobb_eval import (REVISIONS, cobb_metrics, format_cobb_table, plot_cob
 from misc.evaluation import evaluate, original_frame, summarise
 from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from misc.report import PAPER_AASCE, format_table, plot_mre
-from model import build_model, load_weights
+from misc.errors import BadInput, report_bad_input
+from model import build_model, load_weights, read_checkpoint
 
 
 def parse_args(argv=None):
@@ -64,26 +65,24 @@ def list_experiments(root: Path) -> list[str]:
 
 
 def resolve_model(args):
-    """(config, checkpoint path, default output folder) from the arguments."""
+    """(config, checkpoint read once, default output folder) from the arguments."""
     if args.only_test_version:
         base = util.load_config(args.config or "config/spineweb_ours.yaml")
         root = Path(args.save_dir or base.PATH.SAVE)
         run_dir = root / args.only_test_version
-        checkpoint = run_dir / BEST_CHECKPOINT
-        if not checkpoint.is_file():
+        path = run_dir / BEST_CHECKPOINT
+        if not path.is_file():
             found = list_experiments(root)
-            raise SystemExit(f"no experiment '{args.only_test_version}' with a {BEST_CHECKPOINT} under {root}; "
-                             f"available: {', '.join(found) if found else 'none'}")
+            raise BadInput(f"no experiment '{args.only_test_version}' with a {BEST_CHECKPOINT} under {root}; "
+                           f"available: {', '.join(found) if found else 'none'}")
+        checkpoint = read_checkpoint(path, allow_pickle=args.allow_pickle)
         return util.load_config(run_dir / CONFIG_FILE, args.set), checkpoint, run_dir / "test"
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise SystemExit(f"checkpoint not found: {checkpoint}")
+    checkpoint = read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     if args.config:
         config = util.load_config(args.config, args.set)
     else:
-        config = (util.config_from_checkpoint(checkpoint, args.set, allow_pickle=args.allow_pickle)
-                  or util.load_config("config/spineweb_ours.yaml", args.set))
-    return config, checkpoint, checkpoint.parent / f"{checkpoint.stem}_test"
+        config = checkpoint.config(args.set) or util.load_config("config/spineweb_ours.yaml", args.set)
+    return config, checkpoint, checkpoint.path.parent / f"{checkpoint.path.stem}_test"
 
 
 def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config, cobb: dict | None) -> None:
@@ -104,6 +103,7 @@ def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config,
         plot_cobb(results, out_dir / "cobb_per_click.png")
 
 
+@report_bad_input
 def main(argv=None) -> int:
     args = parse_args(argv)
     config, checkpoint, default_out = resolve_model(args)
@@ -112,16 +112,18 @@ def main(argv=None) -> int:
     device = util.select_device(args.device or config.MISC.device)
     max_clicks = config.Test.max_clicks if args.max_clicks is None else args.max_clicks
     table_clicks = min(config.Test.table_clicks if args.table_clicks is None else args.table_clicks, max_clicks)
+    out_dir = Path(args.out) if args.out else default_out
+    util.check_output_dir(out_dir)  # before the evaluation, not after it
     net = build_model(config)
-    info = load_weights(net, checkpoint, allow_pickle=args.allow_pickle)
+    info = load_weights(net, checkpoint)
     net.to(device).eval()
     dataset = KeypointDataset(config, args.split, train=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
-    print(f"evaluating {checkpoint} (epoch {info.get('epoch', '?')}) on {len(dataset)} {args.split} images "
+    print(f"evaluating {checkpoint.path} (epoch {info.get('epoch', '?')}) on {len(dataset)} {args.split} images "
           f"from {config.PATH.DATA.TABLE}, 0..{max_clicks} clicks, device {device}")
     arrays = evaluate(net, loader, config, device, max_clicks, progress=not args.no_progress)
     results = summarise(arrays, config.Test.noc_thresholds)
-    results["checkpoint"] = str(checkpoint)
+    results["checkpoint"] = str(checkpoint.path)
     results["data"] = str(config.PATH.DATA.TABLE)
     results["split"] = args.split
     table = format_table(results, table_clicks)
@@ -134,8 +136,10 @@ def main(argv=None) -> int:
         table += "\n\n" + format_cobb_table(results, table_clicks)
         cobb = {"true_cobb_angles": true_angles, **{f"{rev}_cobb_angles": angles for rev, (angles, _) in predicted.items()}}
     print(table)
-    out_dir = Path(args.out) if args.out else default_out
-    save_outputs(out_dir, arrays, results, table, config, cobb)
+    try:
+        save_outputs(out_dir, arrays, results, table, config, cobb)
+    except OSError as exc:  # e.g. the disk filled up during the evaluation; atomic writes left no half files
+        raise BadInput(f"cannot write the results to {out_dir}: {exc.strerror or exc}") from None
     print(f"wrote {out_dir}/results.json, results.md, predictions.npz and the plots")
     if args.visualize:
         from misc.visualize import write_strips

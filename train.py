@@ -23,15 +23,18 @@ from tqdm.auto import tqdm
 
 import util
 from dataset.keypoint_dataset import KeypointDataset, collate
+from misc.errors import BadInput, report_bad_input
 from misc.evaluation import evaluate, summarise
-from misc.experiment import Experiment, draw_keypoints
+from misc.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
 from misc.morph_pairs import load_morph_pairs
 from misc.training import training_step
-from model import build_model, load_weights, save_checkpoint
+from model import build_model, load_weights, read_checkpoint, save_checkpoint
+from model.predictor import NonFinitePrediction
+from model.weights import non_finite_tensors
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """Loss, weights or validation predictions became NaN or infinite; nothing of this epoch is saved."""
 
 
 def parse_args(argv=None):
@@ -45,7 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--init-weights", metavar="CHECKPOINT",
                         help="start a new run from these model weights (e.g. pretrained/aasce_cpu.pth or a "
                              "run's best.pth; optimizer and schedule start afresh); ignored with --resume")
-    parser.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device)")
+    parser.add_argument("--device", default=None,
+                        help="'auto', 'cpu', 'cuda', 'cuda:N' (default: MISC.device of the config; 'auto' = CUDA "
+                             "when present)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="with torchrun: BatchNorm statistics shared across processes (SyncBatchNorm, GPUs)")
@@ -95,13 +100,14 @@ def parameter_checksum(net) -> str:
     return digest.hexdigest()[:16]
 
 
-def setup_distributed(device_arg):
-    """(rank, world, device); initialises the process group under torchrun."""
+def setup_distributed(device_name: str):
+    """(rank, world, device) for the device name chosen as --device > MISC.device > 'auto';
+    initialises the process group under torchrun."""
     if "RANK" not in os.environ:
-        return 0, 1, util.select_device(device_arg or "auto")
+        return 0, 1, util.select_device(device_name)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() and (device_arg or "auto") != "cpu"
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
     dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(local)
@@ -135,8 +141,10 @@ def build_optimizer(net, config):
 
 
 def validation_metric(results: dict, config) -> float:
-    """Mean over clicks 0..Train.val_clicks of the decision metric for model revision."""
-    return float(np.mean(results["model"][config.Train.decision_metric]))
+    """Mean over clicks 0..Train.val_clicks of the decision metric for model revision; a non-finite
+    value counts as the worst (inf), so it is never the best."""
+    metric = float(np.mean(results["model"][config.Train.decision_metric]))
+    return metric if math.isfinite(metric) else float("inf")
 
 
 def click_gain(results: dict, metric: str = "sargmax_mm_MRE") -> float:
@@ -166,7 +174,7 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
             terms = training_step(net, batch, config, morph_pairs, rng, device)
         if not torch.isfinite(terms.total):
             raise TrainingDiverged(f"loss became {terms.total.item()} at epoch {epoch}, batch {index} "
-                                   f"(images {batch['name']}); the last good checkpoint is kept")
+                                   f"(images {batch['name']})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
         if config.Train.grad_clip > 0:
@@ -174,6 +182,10 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.Train.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        broken = non_finite_tensors(getattr(net, "module", net).state_dict())
+        if broken:
+            raise TrainingDiverged(f"{len(broken)} weight tensors (first: {broken[0]}) became NaN or infinite after "
+                                   f"the step of epoch {epoch}, batch {index} (images {batch['name']})")
         count += 1
         for key, value in (("loss", terms.total.item()), ("bce_main", terms.bce_main),
                            ("bce_aux", terms.bce_aux), ("morph", terms.morph)):
@@ -182,24 +194,30 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
     return {f"train/{k}": v / max(count, 1) for k, v in totals.items()}
 
 
+@report_bad_input
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rank, world, device = setup_distributed(args.device)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     config = util.load_config(args.config, args.set)
-    if args.device:
-        config.MISC.device = args.device
     name = args.name or Path(args.config).stem
     save_root = args.save_dir or config.PATH.SAVE
-    run = Experiment(save_root, name, writer=rank == 0, tensorboard=config.MISC.TB)
     resume_state = None
     if args.resume:
-        if not run.last_checkpoint.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {run.last_checkpoint}")
-        resume_state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
-        config = util.load_config(run.dir / "config.yaml", args.set)
-    elif rank == 0 and run.last_checkpoint.exists():
-        raise SystemExit(f"{run.dir} already holds a run: pass --resume to continue it or choose another --name")
+        last = Path(save_root) / name / LAST_CHECKPOINT
+        if not last.is_file():
+            raise BadInput(f"--resume: no checkpoint at {last}")
+        resume_state = read_checkpoint(last)  # read once; refused when broken
+        config = util.load_config(Path(save_root) / name / CONFIG_FILE, args.set)
+    elif (Path(save_root) / name / LAST_CHECKPOINT).exists():
+        raise BadInput(f"{Path(save_root) / name} already holds a run: pass --resume to continue it or choose "
+                       f"another --name")
+    init_weights = read_checkpoint(args.init_weights) if args.init_weights and not args.resume else None
+    if args.device:
+        config.MISC.device = args.device
+    rank, world, device = setup_distributed(config.MISC.device)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
+    if rank == 0:
+        util.check_output_dir(Path(save_root) / name)  # before the data and the network are built
+    run = Experiment(save_root, name, writer=rank == 0, tensorboard=config.MISC.TB)
     amp = args.amp and device.type == "cuda"
     if args.amp and not amp:
         run.log("notice: --amp needs CUDA; training in float32")
@@ -219,14 +237,14 @@ def main(argv=None) -> int:
     morph_pairs = tuple(torch.as_tensor(p, device=device) for p in load_morph_pairs(config.Morph.pairs))
     state = {"epoch": 0, "best_metric": float("inf"), "best_epoch": 0, "patience": 0}
     if resume_state is not None:
-        net.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        if scheduler is not None and resume_state.get("scheduler"):
-            scheduler.load_state_dict(resume_state["scheduler"])
-        state = dict(resume_state["train_state"])
+        entries = load_weights(net, resume_state)
+        optimizer.load_state_dict(entries["optimizer"])
+        if scheduler is not None and entries.get("scheduler"):
+            scheduler.load_state_dict(entries["scheduler"])
+        state = dict(entries["train_state"])
         run.log(f"resumed {run.dir} after epoch {state['epoch']}")
-    elif args.init_weights:
-        load_weights(net, args.init_weights)
+    elif init_weights is not None:
+        load_weights(net, init_weights)
         run.log(f"initialised the model from {args.init_weights}")
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -251,22 +269,29 @@ def main(argv=None) -> int:
         try:
             train_metrics = train_one_epoch(net, train_loader, optimizer, config, morph_pairs, device, epoch, rank,
                                             scaler, amp, progress)
+            if scheduler is not None:
+                scheduler.step()
+            if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
+                for buffer in net.module.buffers():  # every rank validates the same model and stops together
+                    dist.broadcast(buffer, 0)
+            arrays = None
+            if validation_due(epoch, last_epoch, config.Train.val_every):
+                try:
+                    arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
+                except NonFinitePrediction as exc:
+                    raise TrainingDiverged(f"after epoch {epoch}: {exc}") from None
         except TrainingDiverged as exc:
-            run.log(f"stopped: {exc}")
+            kept = (f"{run.best_checkpoint.name} (epoch {state['best_epoch']}) and {run.last_checkpoint.name} "
+                    f"(epoch {state['epoch']}) are unchanged" if state["epoch"] else "no checkpoint was written")
+            run.log(f"stopped: {exc}; nothing of epoch {epoch} was saved, {kept}")
             run.close()
             if world > 1:
                 dist.destroy_process_group()
             return 2
-        if scheduler is not None:
-            scheduler.step()
-        if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
-            for buffer in net.module.buffers():  # every rank validates the same model and stops together
-                dist.broadcast(buffer, 0)
         state["epoch"] = epoch
         metrics = {**train_metrics, "lr": optimizer.param_groups[0]["lr"]}
         summary = f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f}"
-        if validation_due(epoch, last_epoch, config.Train.val_every):
-            arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
+        if arrays is not None:
             results = summarise(arrays)
             metric = validation_metric(results, config)
             improved = metric < state["best_metric"]

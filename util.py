@@ -13,7 +13,8 @@ from typing import Iterable
 import yaml
 from munch import Munch
 
-from misc.config_schema import ConfigError, fill_defaults, normalise_floats, validate
+from misc.errors import BadInput
+from misc.config_schema import ConfigError, fill_defaults, migrate_old_keys, normalise_floats, old_key_note, validate
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``)."""
@@ -29,12 +30,35 @@ _YamlLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def _mapping_without_duplicates(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def read_yaml(text: str):
+    """YAML -> Python; a key given twice in one mapping is an error (YAML would keep the last silently)."""
     return yaml.load(text, Loader=_YamlLoader)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 __all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "select_device", "seed_everything",
-           "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml"]
+           "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml",
+           "check_output_dir", "BadInput"]
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -48,7 +72,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
     try:
         value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override '{text}': value is not valid YAML: {_yaml_problem(exc)}") from None
     return keys, value
 
 
@@ -59,6 +83,9 @@ def _apply_override(tree: dict, keys: list[str], value, text: str) -> None:
             raise ConfigError(f"override '{text}': unknown section '{'.'.join(keys[:depth + 1])}'")
         node = node[key]
     if keys[-1] not in node:
+        note = old_key_note(keys)
+        if note:
+            raise ConfigError(f"override '{text}': {note}")
         raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
     node[keys[-1]] = value
 
@@ -73,43 +100,44 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Munch
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = read_yaml(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        tree = read_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return config_from_dict(tree, str(path), overrides)
+
+
+def _one_or_listed(what: str, problems: list[str]) -> str:
+    return f"{what}: {problems[0]}" if len(problems) == 1 else f"{what}:\n  " + "\n  ".join(problems)
 
 
 def config_from_dict(tree: dict, source: str, overrides: Iterable[str] = ()) -> Munch:
     """Validate a config tree (e.g. one stored in a checkpoint), apply overrides, return a Munch.
 
-    Absent optional keys (switches newer than the paper's config) take their defaults first.
+    Keys of older configs are dropped or mapped first (``migrate_old_keys``), then absent optional
+    keys (switches newer than the paper's config) take their defaults.
     """
-    tree = fill_defaults(tree)
+    tree = fill_defaults(migrate_old_keys(tree, source))
     problems = validate(tree, source=source)
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise ConfigError(_one_or_listed("invalid config", problems))
     tree = json.loads(json.dumps(tree))  # a private copy: overrides must not touch the caller's dict
     overrides = list(overrides)
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(tree, keys, value, text)
     if overrides:
-        problems = validate(tree, source=f"{source} with overrides {overrides}")
+        problems = validate(tree, source=f"{source} with overrides")
+        last_set = {t.split("=", 1)[0].strip(): t for t in overrides}  # the override that decided each key
+        problems = [p + "".join(f" (--set {t})" for key, t in last_set.items() if f"'{key}'" in p) for p in problems]
         if problems:
-            raise ConfigError("invalid override:\n  " + "\n  ".join(problems))
+            raise ConfigError(_one_or_listed("invalid override", problems))
     return Munch.fromDict(normalise_floats(tree))
-
-
-def config_from_checkpoint(path: str | os.PathLike, overrides: Iterable[str] = (), *,
-                           allow_pickle: bool = False) -> Munch | None:
-    """The validated config stored in one of our checkpoints, or None when the file holds none
-    (e.g. the authors' release)."""
-    from model.weights import read_checkpoint
-
-    stored = read_checkpoint(path, allow_pickle=allow_pickle)
-    if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
-        return config_from_dict(stored["config"], f"config stored in {path}", overrides)
-    return None
 
 
 def config_to_yaml(config: Munch) -> str:
@@ -125,9 +153,12 @@ def select_device(requested: str = "auto"):
             return torch.device("cuda")
         print("notice: no CUDA device found, running on CPU")
         return torch.device("cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise BadInput(f"device '{requested}' is not a device name (use 'auto', 'cpu', 'cuda' or 'cuda:N')") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{requested}' requested but CUDA is not available")
+        raise BadInput(f"device '{requested}' requested but CUDA is not available")
     return device
 
 
@@ -138,6 +169,35 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+MIN_FREE_BYTES = 64 * 2**20  # free space an output folder must have before expensive work starts
+
+
+def check_output_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Make sure files can be written in folder ``path`` (or, when it does not exist yet, in its nearest
+    existing parent, which is where it will be created) and that ``min_free_bytes`` are free there;
+    BadInput (one line naming the folder) otherwise. Creates nothing. Call it before the expensive work."""
+    import shutil
+
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-") as handle:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+        free = shutil.disk_usage(existing).free
+    except OSError as exc:
+        raise BadInput(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+    if free < min_free_bytes:
+        raise BadInput(f"output folder {path} is (nearly) full: {free / 2**20:.1f} MB free, at least "
+                       f"{min_free_bytes / 2**20:.0f} MB needed")
+    return path
 
 
 def _current_umask() -> int:

@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import util  # noqa: E402
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
-from misc.clicks import indices_to_mask  # noqa: E402
+from misc.clicks import Clicker, indices_to_mask  # noqa: E402
 from misc.evaluation import evaluate  # noqa: E402
-from misc.heatmaps import click_maps, gaussian_heatmaps  # noqa: E402
+from misc.heatmaps import gaussian_heatmaps  # noqa: E402
 from misc.morph_pairs import load_morph_pairs  # noqa: E402
 from misc.training import compute_loss, simulate_click_rounds  # noqa: E402
 from model import build_model  # noqa: E402
+from model.predictor import Predictor  # noqa: E402
 from train import build_optimizer  # noqa: E402
 
 
@@ -78,19 +79,19 @@ def main(argv=None) -> dict:
     morph_pairs = tuple(torch.as_tensor(p) for p in load_morph_pairs(config.Morph.pairs))
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.Train.batch_size, collate_fn=collate)
     rng = np.random.default_rng([config.Train.seed, 1])
+    predictor = Predictor(net, config)
     rows = []
     for index, batch in enumerate(loader):
         if index > args.batches:
             break
         image, true_rc = batch["image"], batch["coords_rc"]
         targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
-        clicked = indices_to_mask(batch["clicks"], image.shape[0], targets.shape[1], device)
+        clicker = Clicker(true_rc, indices_to_mask(batch["clicks"], image.shape[0], true_rc.shape[1], device))
         rounds = int(rng.integers(config.Train.min_click_rounds, config.Train.max_click_rounds + 1))
-        (clicked, prev), t_rounds = timed(lambda: simulate_click_rounds(
-            net, image, targets, true_rc, clicked, rounds, prev_only_clicked=config.Train.prev_heatmap == "clicked"))
+        prev, t_rounds = timed(lambda: simulate_click_rounds(predictor, image, clicker, rounds))
 
         def forward_loss():
-            logits, aux = net(image, click_maps(targets, clicked), prev)
+            logits, aux = net(image, predictor.click_maps(true_rc, clicker.clicked), prev)
             return compute_loss(logits, aux, targets, true_rc, batch["morph_mask"], config, morph_pairs)
 
         terms, t_forward = timed(forward_loss)

@@ -10,6 +10,7 @@ import torch
 
 from dataset.augment import augment, build_transform, occlude_band
 from misc.clicks import click_count_probs, sample_initial_clicks
+from misc.errors import BadInput
 
 SPLITS = ("train", "val", "test")
 
@@ -18,12 +19,14 @@ def read_table(table_dir: str | os.PathLike, split: str) -> list[dict]:
     """The JSON table of one split written by data_preprocessing.py."""
     path = Path(table_dir) / f"{split}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"table '{path}' not found: run data_preprocessing.py first "
-                                f"(or point PATH.DATA.TABLE at a preprocessed folder)")
-    with open(path) as handle:
-        table = json.load(handle)
+        raise BadInput(f"table '{path}' not found: run data_preprocessing.py first "
+                       f"(or point PATH.DATA.TABLE / --data at a preprocessed folder)")
+    try:
+        table = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"table '{path}' is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(table, list) or not table:
-        raise ValueError(f"table '{path}' must be a non-empty JSON list of samples")
+        raise BadInput(f"table '{path}' must be a non-empty JSON list of samples")
     return table
 
 

@@ -53,6 +53,7 @@ from dataset.aasce_io import (
     read_image,
     read_label,
 )
+from util import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,33 @@ def _install(tmp: Path, final: Path, overwrite: bool) -> None:
         old.unlink()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path, name: str) -> list[Path]:
+    """Remove the hidden ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>-*`` folders that a killed run left
+    in ``target`` (their process is gone); return them. Folders of a live process are left alone."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for path in sorted(target.glob(f".{name}.{kind}-*")):
+            pid_text = path.name[len(f".{name}.{kind}-"):].split("-", 1)[0]
+            if not pid_text.isdigit() or (int(pid_text) != os.getpid() and _process_alive(int(pid_text))):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
 def preprocess(
     source: str | os.PathLike = DEFAULT_SOURCE,
     target: str | os.PathLike = DEFAULT_TARGET,
@@ -292,6 +320,9 @@ def preprocess(
     final = target / output_folder_name(size_row_col)
     if final.exists() and not overwrite:
         raise OutputExistsError(f"{final}: output folder already exists; pass --overwrite to replace it")
+    check_output_dir(target)  # not writable or full: say so before reading hundreds of X-rays
+    for path in remove_stale_temporaries(target, final.name):
+        logger.warning(f"removed {path}, a temporary folder left by an interrupted run")
 
     # 1. read and check everything; collect every fatal problem before writing anything
     pairs, problems, notes = find_pairs(source)
@@ -349,11 +380,13 @@ def preprocess(
         "dropped": dropped,
         "warnings": warnings,
     }
+    everything = [s for split in TABLE_SPLITS for s in tables[split]]
+    array_bytes = sum(s.image_resized.size * 3 + 128 for s in everything)  # .npy: (rows, cols, 3) uint8 + header
+    check_output_dir(target, min_free_bytes=array_bytes + 16 * 2**20)
     target.mkdir(parents=True, exist_ok=True)
     tmp = target / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        everything = [s for split in TABLE_SPLITS for s in tables[split]]
         for folder in sorted({os.path.dirname(s.pair.rel_npy) for s in everything}):
             (tmp / folder).mkdir(parents=True, exist_ok=True)
         for sample in tqdm(everything, desc="write", unit="img", disable=not progress):

@@ -5,11 +5,11 @@
     first = predictor.predict(image_t, {}, None)                 # no clicks
     second = predictor.predict(image_t, {26: (r, c)}, first.probs)  # point 26 fixed at grid (r, c)
 
-A prediction with fixed points is one step of the evaluation protocol's model revision (SPEC 6,
-``misc.revision``): the fixed points are the clicks, given to the network as Gaussian click maps
-(``misc.heatmaps``, the training std), and the previous heatmap is the last prediction restricted to
-the fixed channels (all channels when the config's ``use_prev_heatmap_only_for_hint_index`` is false).
-Coordinates here are (row, col) on the network grid; ``demo.session`` converts to original pixels.
+A prediction with fixed points is one step of the evaluation protocol's model revision
+(``misc.revision``), made by the same ``model.predictor.Predictor``: the fixed points are the clicks
+(Gaussian click maps, the training std) and the previous heatmap follows the config's
+``Model.prev_heatmap`` rule. Coordinates here are (row, col) on the network grid; ``misc.frames``
+(``original_xy_to_grid_rc`` / ``grid_rc_to_original_xy``) converts them to original pixels.
 """
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from dataset.preprocess import DEFAULT_SIZE_ROW_COL
-from misc.decoding import decode
-from misc.heatmaps import gaussian_heatmaps, keep_channels
+from model.predictor import NonFinitePrediction, Predictor, check_finite, without_imagenet
 
-__all__ = ["Prediction", "KeypointPredictor", "PREPROCESS_SIZE_RC", "default_threads"]
+__all__ = ["Prediction", "KeypointPredictor", "PREPROCESS_SIZE_RC", "default_threads", "NonFinitePrediction"]
 
 # The training images were first resized to the official preprocessing size (dataset/preprocess.py,
 # 512 x 256) and then, by the data pipeline, to the network size; the tool repeats both steps so that
@@ -56,20 +55,20 @@ class Prediction:
 
 
 class KeypointPredictor:
-    """Owns an eval-mode network and the config facts prediction needs (size, std, decoding).
+    """The demo's view of the shared ``Predictor``: one image at a time, fixed points as a dict.
 
     Thread-safe: predictions are serialised by a lock (two CPU inferences at once only slow each
     other down).
     """
 
-    def __init__(self, net: torch.nn.Module, config, source: str = "", untrained: bool = False):
-        self.net = net.eval()
-        self.size_rc = tuple(int(v) for v in config.Dataset.image_size)
+    def __init__(self, core, config, source: str = "", untrained: bool = False):
+        """``core``: a ``model.predictor.Predictor``, or an eval-mode network to wrap in one."""
+        self.core = core if isinstance(core, Predictor) else Predictor(core.eval(), config)
+        self.net = self.core.net
+        self.size_rc = self.core.size_rc
         self.num_keypoints = int(config.Dataset.num_keypoint)
-        self.heatmap_std = float(config.Dataset.heatmap_std)
-        self.subpixel = bool(config.Dataset.subpixel_decoding)
-        self.patch_size = int(config.Dataset.subpixel_decoding_patch_size)
-        self.prev_only_fixed = bool(config.Model.use_prev_heatmap_only_for_hint_index)
+        self.heatmap_std = self.core.heatmap_std
+        self.patch_size = self.core.patch_size
         self.model_name = str(config.Model.NAME)
         self.source = source
         self.untrained = untrained
@@ -80,20 +79,14 @@ class KeypointPredictor:
     def from_checkpoint(cls, path: str | Path, config=None, *, allow_pickle: bool = False,
                         fast: bool = True) -> "KeypointPredictor":
         """Build the network from the checkpoint's stored config (or ``config`` when the file has none,
-        e.g. the authors' release), load the weights strictly and fold BatchNorm for speed."""
-        from model import build_model, load_weights, prepare_for_inference
-        from util import config_from_checkpoint
+        e.g. the authors' release), load the weights strictly and fold BatchNorm for speed. The file
+        is read once; a bad file raises ``model.CheckpointError`` (one line naming it)."""
+        from model import read_checkpoint
 
-        path = Path(path)
-        config = config_from_checkpoint(path, allow_pickle=allow_pickle) or config
-        if config is None:
-            raise ValueError(f"{path} holds no config (not one of our checkpoints): pass the config that "
-                             f"matches it (command line: --config config/<name>.yaml)")
-        config = _without_imagenet(config)
-        net = build_model(config)
-        load_weights(net, path, allow_pickle=allow_pickle)
-        net = prepare_for_inference(net) if fast else net.eval().requires_grad_(False)
-        return cls(net, config, source=str(path))
+        checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+        config = checkpoint.config() or config
+        core = Predictor.from_checkpoint(checkpoint, config, fast=fast)
+        return cls(core, config, source=str(path))
 
     @classmethod
     def untrained_from_config(cls, config, *, seed: int = 0, fast: bool = True) -> "KeypointPredictor":
@@ -101,9 +94,9 @@ class KeypointPredictor:
         from model import build_model, prepare_for_inference
 
         torch.manual_seed(seed)
-        net = build_model(_without_imagenet(config))
+        net = build_model(without_imagenet(config))
         net = prepare_for_inference(net) if fast else net.eval().requires_grad_(False)
-        return cls(net, config, source="untrained (random weights)", untrained=True)
+        return cls(Predictor(net, config), config, source="untrained (random weights)", untrained=True)
 
     # ---------------------------------------------------------------------------------------------
     def network_image(self, gray: np.ndarray) -> torch.Tensor:
@@ -117,15 +110,14 @@ class KeypointPredictor:
         image = torch.from_numpy(resized).float() / 255.0 * 2 - 1
         return image[None, None].expand(1, 3, *self.size_rc).contiguous()
 
-    def click_maps(self, fixed_rc: dict[int, tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(click maps (1, K, rows, cols), fixed mask (1, K) bool) for grid positions of fixed points."""
+    def clicks(self, fixed_rc: dict[int, tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(click positions (1, K, 2), fixed mask (1, K) bool) for grid positions of fixed points."""
         coords = torch.zeros(1, self.num_keypoints, 2)
         mask = torch.zeros(1, self.num_keypoints, dtype=torch.bool)
         for index, (row, col) in fixed_rc.items():
             coords[0, index] = torch.tensor([float(row), float(col)])
             mask[0, index] = True
-        maps = gaussian_heatmaps(coords, self.size_rc, self.heatmap_std) * mask[..., None, None]
-        return maps, mask
+        return coords, mask
 
     def predict(self, image_t: torch.Tensor, fixed_rc: dict[int, tuple[float, float]],
                 prev_probs: torch.Tensor | None) -> Prediction:
@@ -135,27 +127,18 @@ class KeypointPredictor:
         The returned points are the network's decoding for every point; the caller puts the fixed
         points back where the person left them.
         """
-        maps, mask = self.click_maps(fixed_rc)
-        prev = None
-        if fixed_rc and prev_probs is not None:
-            prev = prev_probs.float()[None]
-            if self.prev_only_fixed:
-                prev = keep_channels(prev, mask)
+        click_rc, mask = self.clicks(fixed_rc)
+        last = None if prev_probs is None else prev_probs.float()[None]
         with self._lock, torch.inference_mode():
-            probs = torch.sigmoid(self.net.predict(image_t, maps, prev))
-        points = decode(probs, self.subpixel, self.patch_size)[0]
+            probs = self.core.probs(image_t, click_rc, mask, last)
+        points = self.core.points(probs)[0]
         return Prediction(points_rc=points, probs=probs[0], confidence=probs[0].amax(dim=(-2, -1)))
 
     def warm_up(self) -> None:
-        """One throw-away prediction: the first call of a fresh network is several times slower."""
+        """Two throw-away predictions (the first call of a fresh network is several times slower),
+        which also check the weights: NonFinitePrediction when the output is not finite."""
         image = torch.zeros(1, 3, *self.size_rc)
         first = self.predict(image, {}, None)
-        self.predict(image, {0: (self.size_rc[0] / 2, self.size_rc[1] / 2)}, first.probs)
-
-
-def _without_imagenet(config):
-    """A copy of the config that does not try to load ImageNet weights (the checkpoint replaces them)."""
-    config = config.copy()
-    config.Model = config.Model.copy()
-    config.Model.imagenet_pretrained = ""
-    return config
+        second = self.predict(image, {0: (self.size_rc[0] / 2, self.size_rc[1] / 2)}, first.probs)
+        for prediction in (first, second):
+            check_finite(prediction.probs, f"on a blank test image: {self.source} is not usable")

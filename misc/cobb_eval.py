@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from misc.cobb import NUM_KEYPOINTS, cobb_angles, smape_per_image
+from misc.frames import grid_to_original_px
 
 REVISIONS = ("model", "manual")
 NUM_ANGLES = 3
@@ -35,30 +36,10 @@ __all__ = [
     "cobb_metrics",
     "degenerate_vertebrae",
     "format_cobb_table",
-    "grid_to_original_px",
     "plot_cobb",
     "predicted_cobb_angles",
     "true_cobb_angles",
 ]
-
-
-# --------------------------------------------------------------------------------------------------------
-# frames
-# --------------------------------------------------------------------------------------------------------
-def grid_to_original_px(coords_rc, image_size_rc, raw_size_rc) -> np.ndarray:
-    """Network-grid (row, col) coordinates (N, ..., 2) -> original-pixel (row, col), no pixel spacing.
-
-    ``image_size_rc``: the grid (rows, cols); ``raw_size_rc``: (N, 2) original (rows, cols) per image.
-    """
-    coords = np.asarray(coords_rc, dtype=np.float64)
-    grid = np.asarray(image_size_rc, dtype=np.float64).reshape(2)
-    raw = np.asarray(raw_size_rc, dtype=np.float64).reshape(-1, 2)
-    if coords.shape[0] != raw.shape[0] or coords.shape[-1] != 2:
-        raise ValueError(f"coords_rc {coords.shape} must be (N, ..., 2) with N = {raw.shape[0]} raw sizes")
-    if (grid <= 0).any():
-        raise ValueError(f"image_size_rc must be positive, got {grid.tolist()}")
-    scale = (raw / grid).reshape((raw.shape[0],) + (1,) * (coords.ndim - 2) + (2,))
-    return coords * scale
 
 
 # --------------------------------------------------------------------------------------------------------

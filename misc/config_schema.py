@@ -8,8 +8,11 @@ or a lower bound. Validation names the file and the dotted key of every problem.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from misc.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class Spec:
     length: int | None = None  # fixed list length
     choices: Sequence[Any] | None = None
     minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False  # strictly above zero
     help: str = ""
     default: Any = None  # not None: the key is optional and takes this value when absent
 
@@ -34,15 +39,23 @@ def _float(minimum=None, help=""):
     return Spec(float, minimum=minimum, help=help)
 
 
+def _probability(help="", default=None):
+    return Spec(float, minimum=0.0, maximum=1.0, help=help, default=default)
+
+
 def _choice(*choices, help=""):
     return Spec(str, choices=choices, help=help)
 
 
+# Model.prev_heatmap (see its help); the rule itself is applied in model/predictor.py
+PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full")
+
+# Official names: "mm" = the original image frame, which on AASCE (no pixel spacing) is ORIGINAL PIXELS;
+# "pixel" = pixels of the network grid (misc/frames.py)
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
 SCHEMA: dict = {
     "PATH": {
-        "ROOT_PATH": STR,
         "SAVE": Spec(str, help="folder that holds one sub-folder per experiment"),
         "DATA": {
             "IMAGE": Spec(str, help="preprocessed dataset folder (npy images)"),
@@ -53,22 +66,22 @@ SCHEMA: dict = {
         "NAME": STR,
         "image_size": Spec(list, item=int, length=2, minimum=8, help="[rows, cols] of the network input"),
         "num_keypoint": _int(1),
-        "heatmap_std": _float(0.0),
+        "heatmap_std": Spec(float, positive=True, help="std of the Gaussian targets and click maps, grid px"),
         "subpixel_decoding": BOOL,
         "subpixel_decoding_patch_size": _int(1),
         "aug": {
             "type": _choice("aug_default", "none"),
             "rotate_limit": _float(0.0, "degrees"),
-            "rotate_p": _float(0.0),
-            "flip_p": _float(0.0),
+            "rotate_p": _probability(),
+            "flip_p": _probability(),
             "scale_range": Spec(list, item=float, length=2, minimum=0.01),
-            "scale_p": _float(0.0),
+            "scale_p": _probability(),
             "swap_lr_on_flip": Spec(bool, help="False restores the official (unswapped) labels"),
             # not in the paper: hide a horizontal band of the image (all columns) so that the
             # points under it can only come from the clicks and the shape of the spine
-            "occlusion_p": Spec(float, minimum=0.0, default=0.0,
-                                help="probability of one occluding band per training image; 0 = off (paper)"),
-            "occlusion_height": Spec(list, item=float, length=2, minimum=0.0, default=[0.1, 0.3],
+            "occlusion_p": _probability("probability of one occluding band per training image; 0 = off (paper)",
+                                        default=0.0),
+            "occlusion_height": Spec(list, item=float, length=2, minimum=0.0, maximum=1.0, default=[0.1, 0.3],
                                      help="band height range as a fraction of the image height"),
         },
     },
@@ -81,7 +94,11 @@ SCHEMA: dict = {
         "use_gating": BOOL,
         "click_scale_init": FLOAT,
         "imagenet_pretrained": Spec(str, help="HRNet ImageNet weights; '' trains from scratch"),
-        "use_prev_heatmap_only_for_hint_index": BOOL,
+        "prev_heatmap": Spec(str, choices=PREV_HEATMAP_RULES, default="clicked_at_test",
+                             help="the previous prediction fed back with the clicks: 'clicked_at_test' "
+                                  "(official) all channels in the training click rounds, only the clicked "
+                                  "channels when predicting (evaluation, demo); 'clicked' only the clicked "
+                                  "channels in both; 'full' all channels in both"),
     },
     "Optimizer": {
         "optimizer": _choice("Adam", "AdamW"),
@@ -108,10 +125,6 @@ SCHEMA: dict = {
                           help="validate (and choose best.pth) every N epochs and after the last one; "
                                "1 = every epoch (paper). Validation costs about a third of a CPU epoch"),
         "grad_clip": _float(0.0, "max gradient norm; 0 = off"),
-        "prev_heatmap": Spec(str, choices=("full", "clicked"), default="full",
-                             help="previous prediction fed in training: all channels (official) or "
-                                  "only the clicked ones, as at test time with "
-                                  "Model.use_prev_heatmap_only_for_hint_index"),
     },
     "Hint": {
         "max_hint": _int(0),
@@ -123,8 +136,6 @@ SCHEMA: dict = {
         "angle_lambda": _float(0.0),
         "distance_lambda": _float(0.0),
         "distance_l1": BOOL,
-        "cosineSimilarityLoss": BOOL,
-        "threePointAngle": BOOL,
         "apply_to_augmented": Spec(bool, help="False = official: only non-augmented samples"),
     },
     "Test": {
@@ -140,8 +151,61 @@ SCHEMA: dict = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A config file or override that does not fit the schema."""
+
+
+# Keys of older configs (and of the checkpoints that store them) that nothing reads any more: accepted
+# and dropped when a config is loaded, refused in new ``--set`` overrides.
+IGNORED_OLD_KEYS = {
+    ("PATH", "ROOT_PATH"): "never read",
+    ("Morph", "cosineSimilarityLoss"): "never read: the angle term is always the cosine similarity",
+    ("Morph", "threePointAngle"): "never read: the triplets come from Morph.pairs",
+}
+# The two keys that held the previous-heatmap rule before Model.prev_heatmap:
+# (Model.use_prev_heatmap_only_for_hint_index, Train.prev_heatmap) -> Model.prev_heatmap
+OLD_PREV_HEATMAP_KEYS = (("Model", "use_prev_heatmap_only_for_hint_index"), ("Train", "prev_heatmap"))
+_OLD_PREV_HEATMAP_RULES = {(True, "full"): "clicked_at_test", (True, "clicked"): "clicked", (False, "full"): "full"}
+
+
+def old_key_note(keys: list[str]) -> str | None:
+    """Why a dotted key of an older config is no longer accepted in an override (None: not an old key)."""
+    pair = tuple(keys)
+    if pair in IGNORED_OLD_KEYS:
+        return f"'{'.'.join(keys)}' was removed ({IGNORED_OLD_KEYS[pair]})"
+    if pair in OLD_PREV_HEATMAP_KEYS:
+        return f"'{'.'.join(keys)}' was replaced by Model.prev_heatmap (one of {list(PREV_HEATMAP_RULES)})"
+    return None
+
+
+def migrate_old_keys(tree: dict, source: str) -> dict:
+    """Copy of ``tree`` with the keys of older configs dropped or mapped to their replacement, so that
+    old configs and checkpoints load and mean what they meant. Raises ConfigError on a contradiction."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    for (section, key) in IGNORED_OLD_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    (model_s, only_key), (train_s, train_key) = OLD_PREV_HEATMAP_KEYS
+    model, train = out.get(model_s), out.get(train_s)
+    has_only = isinstance(model, dict) and only_key in model
+    has_train = isinstance(train, dict) and train_key in train
+    if not (has_only or has_train):
+        return out
+    if isinstance(model, dict) and "prev_heatmap" in model:
+        raise ConfigError(f"{source}: 'Model.prev_heatmap' replaces 'Model.{only_key}' and "
+                          f"'Train.{train_key}'; remove the old key(s)")
+    only = model.pop(only_key) if has_only else True
+    fed_in_training = train.pop(train_key) if has_train else "full"
+    rule = _OLD_PREV_HEATMAP_RULES.get((only, fed_in_training))
+    if rule is None:
+        raise ConfigError(f"{source}: old keys 'Model.{only_key}: {only!r}' with 'Train.{train_key}: "
+                          f"{fed_in_training!r}' have no equivalent; set 'Model.prev_heatmap' to one of "
+                          f"{list(PREV_HEATMAP_RULES)}")
+    if isinstance(model, dict):
+        model["prev_heatmap"] = rule
+    return out
 
 
 def _type_ok(value: Any, kind) -> bool:
@@ -219,10 +283,16 @@ def _check_leaf(value, spec: Spec, name: str, source: str) -> list[str]:
         if bad:
             problems.append(f"{source}: '{name}' items must be {_type_name(spec.item)}, got {bad!r}")
             return problems
+    if float in (spec.kind, spec.item) and not all(math.isfinite(v) for v in values):
+        return problems + [f"{source}: '{name}' must be a finite number, got {value!r}"]
     if spec.choices is not None and value not in spec.choices:
         problems.append(f"{source}: '{name}' must be one of {list(spec.choices)}, got {value!r}")
     if spec.minimum is not None and any(v < spec.minimum for v in values):
         problems.append(f"{source}: '{name}' must be >= {spec.minimum}, got {value!r}")
+    if spec.maximum is not None and any(v > spec.maximum for v in values):
+        problems.append(f"{source}: '{name}' must be <= {spec.maximum}, got {value!r}")
+    if spec.positive and any(v <= 0 for v in values):
+        problems.append(f"{source}: '{name}' must be > 0, got {value!r}")
     return problems
 
 

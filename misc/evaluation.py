@@ -5,22 +5,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from misc.heatmaps import click_maps, gaussian_heatmaps
-from misc.metrics import grid_to_original
-from misc.revision import COORD_KINDS, clicks_to_reach, mre_per_image, run_revisions
+from misc.frames import grid_to_original
+from misc.revision import COORD_KINDS, choice_clicker, clicks_to_reach, mre_per_image, run_revisions
+from model.predictor import Predictor, check_finite
 
 REVISIONS = ("model", "manual")
-FRAMES = ("pixel", "mm")
-
-
-def network_predictor(net, image, true_rc, config):
-    """predict(clicked, prev) for ``run_revisions``: sigmoid of the main logits for these clicks."""
-    targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
-
-    def predict(clicked, prev_probs):
-        return torch.sigmoid(net.predict(image, click_maps(targets, clicked), prev_probs))
-
-    return predict
+FRAMES = ("pixel", "mm")  # "mm": original pixels on AASCE (no pixel spacing), millimetres with a spacing
 
 
 @torch.inference_mode()
@@ -28,22 +18,27 @@ def evaluate(net, loader, config, device, max_clicks: int, progress: bool = True
     """Run model and manual revision for 0..max_clicks clicks on every image of ``loader``.
 
     Returns arrays (numpy) keyed like ``model_sargmax_rc`` (N, C+1, K, 2) on the network grid,
-    ``model_clicks`` (N, C), plus ``true_rc``, ``raw_size_rc``, ``spacing_rc``, ``names``.
+    ``model_clicks`` (N, C), plus ``true_rc``, ``raw_size_rc``, ``spacing_rc``, ``names``. Raises
+    NonFinitePrediction (naming the batch) when the network predicts NaN or infinite heatmaps.
     """
     net = getattr(net, "module", net)
     was_training = net.training
     net.eval()
-    size_rc = tuple(config.Dataset.image_size)
+    predictor = Predictor(net, config)
+    size_rc = predictor.size_rc
     parts: dict[str, list] = {}
-    for batch in tqdm(loader, desc=f"evaluate 0..{max_clicks} clicks", disable=not progress, leave=False):
+    for index, batch in enumerate(tqdm(loader, desc=f"evaluate 0..{max_clicks} clicks", disable=not progress,
+                                       leave=False)):
         image = batch["image"].to(device)
         true_rc = batch["coords_rc"].to(device)
         raw, spacing = batch["raw_size_rc"].to(device), batch["spacing_rc"].to(device)
-        traces = run_revisions(network_predictor(net, image, true_rc, config), true_rc, max_clicks, size_rc,
-                               raw, spacing, choice_metric=config.Train.decision_metric,
-                               subpixel=config.Dataset.subpixel_decoding,
-                               patch_size=config.Dataset.subpixel_decoding_patch_size,
-                               prev_only_clicked=config.Model.use_prev_heatmap_only_for_hint_index)
+        clicker, choice_kind = choice_clicker(true_rc, config.Train.decision_metric, size_rc, raw, spacing)
+        predict = predictor.bind(image, true_rc)
+
+        def checked(clicked, last_probs, where=f"on evaluation batch {index} (images {list(batch['name'])})"):
+            return check_finite(predict(clicked, last_probs), where)  # argmax of NaN maps looks finite
+
+        traces = run_revisions(checked, predictor.decode, clicker, max_clicks, choice_kind)
         for revision, trace in zip(REVISIONS, traces):
             for kind in COORD_KINDS:
                 parts.setdefault(f"{revision}_{kind}_rc", []).append(trace.stacked(kind).cpu())
@@ -89,9 +84,5 @@ def summarise(arrays: dict, noc_thresholds=()) -> dict:
 
 def original_frame(arrays: dict, key: str) -> np.ndarray:
     """Coordinates of ``key`` (N, ..., 2) rescaled to original pixels (x pixel spacing)."""
-    coords = torch.from_numpy(arrays[key])
-    shape = coords.shape
-    flat = coords.reshape(shape[0], -1, 2)
-    out = grid_to_original(flat, tuple(arrays["image_size_rc"].tolist()), torch.from_numpy(arrays["raw_size_rc"]),
-                           torch.from_numpy(arrays["spacing_rc"]))
-    return out.reshape(shape).numpy()
+    return grid_to_original(torch.from_numpy(arrays[key]), tuple(arrays["image_size_rc"].tolist()),
+                            torch.from_numpy(arrays["raw_size_rc"]), torch.from_numpy(arrays["spacing_rc"])).numpy()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -52,8 +53,9 @@ class Experiment:
     def record_metrics(self, epoch: int, metrics: dict) -> None:
         if not self.is_writer:
             return
+        row = {"epoch": epoch, **{k: _json_number(v) for k, v in metrics.items()}}
         with open(self.dir / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps({"epoch": epoch, **metrics}) + "\n")
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
@@ -66,6 +68,11 @@ class Experiment:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _json_number(value):
+    """NaN and infinities as null: JSON has no token for them (json.dumps would write invalid JSON)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def draw_keypoints(image_chw, true_rc, pred_rc, radius: int = 2) -> np.ndarray:

@@ -21,14 +21,6 @@ def gaussian_heatmaps(coords_rc: torch.Tensor, size_rc: tuple[int, int], std: fl
     return profile_r.unsqueeze(-1) * profile_c.unsqueeze(-2)
 
 
-def click_maps(target_heatmaps: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
-    """Channel k holds the true Gaussian of keypoint k where ``clicked[b, k]``, zeros elsewhere.
-
-    clicked: (B, K) bool.
-    """
-    return target_heatmaps * clicked[..., None, None].to(target_heatmaps.dtype)
-
-
 def keep_channels(heatmaps: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Zero every channel not in ``keep`` (B, K) bool; used for the test-time previous prediction."""
+    """Zero every channel not in ``keep`` (B, K) bool (the previous-heatmap rule, model/predictor.py)."""
     return heatmaps * keep[..., None, None].to(heatmaps.dtype)

@@ -1,9 +1,11 @@
 """The interactive evaluation protocol of the paper: model revision versus manual revision.
 
-Pure functions over a ``predict`` callable, so the protocol is testable without a network:
-``predict(clicked, prev_probs) -> probs`` with clicked (B, K) bool, probs (B, K, H, W).
-Coordinates are (row, col) on the network grid; errors that choose the next click are measured
-in the frame named by the decision metric (original pixels for ``*_mm_*``).
+Pure functions over a ``predict`` callable and a simulated user, so the protocol is testable without a
+network: ``predict(clicked, last_probs) -> probs`` with clicked (B, K) bool, probs (B, K, H, W) (the
+previous-heatmap rule is the predictor's business: ``model.predictor.Predictor.bind``), ``decode(probs)
+-> {kind: (B, K, 2)}`` and a ``misc.clicks.Clicker`` (truth, clicks, worst-point rule). Coordinates are
+(row, col) on the network grid; errors that choose the next click are measured in the clicker's frame
+(original pixels for ``*_mm_*`` decision metrics).
 """
 from __future__ import annotations
 
@@ -12,10 +14,9 @@ from typing import Callable
 
 import torch
 
-from misc.clicks import worst_unclicked
-from misc.decoding import decode, hard_argmax
-from misc.heatmaps import keep_channels
-from misc.metrics import grid_to_original, radial_errors
+from misc.clicks import Clicker
+from misc.frames import grid_to_original
+from misc.metrics import radial_errors
 
 COORD_KINDS = ("hargmax", "sargmax")
 
@@ -38,69 +39,52 @@ class RevisionTrace:
         return torch.stack(self.click_order, 1)
 
 
-def replace_clicked(coords_rc: torch.Tensor, true_rc: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
-    """Clicked keypoints take their true position."""
-    return torch.where(clicked[..., None], true_rc, coords_rc)
-
-
-def choice_errors(coords: dict, true_rc, metric: str, size_rc, raw_size_rc, spacing_rc) -> torch.Tensor:
-    """(B, K) errors by which the next click is chosen, e.g. 'hargmax_mm_MRE'."""
+def choice_clicker(true_rc, metric: str, size_rc, raw_size_rc, spacing_rc=None) -> tuple[Clicker, str]:
+    """(a clicker measuring errors in the frame of ``metric``, e.g. 'hargmax_mm_MRE', and the decoding
+    kind whose errors choose the next click)."""
     kind, frame, _ = metric.split("_")
-    pred = coords[kind]
+    to_frame = None
     if frame == "mm":
-        pred = grid_to_original(pred, size_rc, raw_size_rc, spacing_rc)
-        true_rc = grid_to_original(true_rc, size_rc, raw_size_rc, spacing_rc)
-    return radial_errors(pred, true_rc)
+        def to_frame(coords_rc):
+            return grid_to_original(coords_rc, size_rc, raw_size_rc, spacing_rc)
+    return Clicker(true_rc, to_choice_frame=to_frame), kind
 
 
-def run_revisions(predict: Callable, true_rc: torch.Tensor, max_clicks: int, size_rc, raw_size_rc,
-                  spacing_rc=None, choice_metric: str = "hargmax_mm_MRE", subpixel: bool = True,
-                  patch_size: int = 15, prev_only_clicked: bool = True) -> tuple[RevisionTrace, RevisionTrace]:
+def run_revisions(predict: Callable, decode: Callable, clicker: Clicker, max_clicks: int,
+                  choice_kind: str = "hargmax") -> tuple[RevisionTrace, RevisionTrace]:
     """Simulate 0..max_clicks clicks for a batch; return (model_trace, manual_trace).
 
-    Model revision: predict; clicked points are replaced by the truth; the worst remaining point
-    becomes the next click; the next prediction receives the clicks and, as previous heatmap, the
-    last prediction (restricted to the clicked channels when ``prev_only_clicked``).
-    Manual revision: the 0-click prediction; each click replaces the worst remaining point by the
-    truth and nothing else moves.
+    Model revision: predict; clicked points take their true position; the worst remaining point
+    (by the ``choice_kind`` decoding) becomes the next click; the next prediction receives the clicks
+    and the last prediction. Manual revision: the 0-click prediction; each click puts the worst
+    remaining point at its true position and nothing else moves. ``clicker`` starts without clicks.
     """
-    batch, k = true_rc.shape[:2]
-    max_clicks = min(max_clicks, k)
-    clicked = torch.zeros(batch, k, dtype=torch.bool, device=true_rc.device)
-    manual_clicked = clicked.clone()
-    prev = None
+    max_clicks = min(max_clicks, clicker.true_rc.shape[1])
+    manual_clicker = clicker.fresh()
+    probs = None
     model, manual = RevisionTrace(), RevisionTrace()
-    frame = (size_rc, raw_size_rc, spacing_rc)
     for n in range(max_clicks + 1):
-        probs = predict(clicked, prev)
-        raw = {"hargmax": hard_argmax(probs), "sargmax": decode(probs, subpixel, patch_size)}
-        revised = {kind: replace_clicked(raw[kind], true_rc, clicked) for kind in COORD_KINDS}
+        probs = predict(clicker.clicked, probs)
+        revised = {kind: clicker.revise(c) for kind, c in decode(probs).items()}
         if n == 0:
             manual_now = {kind: c.clone() for kind, c in revised.items()}
-        manual_now = {kind: replace_clicked(c, true_rc, manual_clicked) for kind, c in manual_now.items()}
+        manual_now = {kind: manual_clicker.revise(c) for kind, c in manual_now.items()}
         for kind in COORD_KINDS:
             model.coords[kind].append(revised[kind])
             manual.coords[kind].append(manual_now[kind])
         if n == max_clicks:
             break
-        next_model = worst_unclicked(choice_errors(revised, true_rc, choice_metric, *frame), clicked)
-        next_manual = worst_unclicked(choice_errors(manual_now, true_rc, choice_metric, *frame), manual_clicked)
-        rows = torch.arange(batch, device=true_rc.device)
-        clicked = clicked.clone()
-        clicked[rows, next_model] = True
-        manual_clicked[rows, next_manual] = True
-        model.click_order.append(next_model)
-        manual.click_order.append(next_manual)
-        prev = keep_channels(probs, clicked) if prev_only_clicked else probs
+        model.click_order.append(clicker.click_worst(revised[choice_kind]))
+        manual.click_order.append(manual_clicker.click_worst(manual_now[choice_kind]))
     return model, manual
 
 
 def mre_per_image(coords_rc: torch.Tensor, true_rc: torch.Tensor, size_rc=None, raw_size_rc=None,
                   spacing_rc=None, frame: str = "pixel") -> torch.Tensor:
-    """(B, C, K, 2) per click -> (B, C) mean radial error, on the grid or in original pixels ("mm")."""
+    """(B, C, K, 2) per click -> (B, C) mean radial error, on the grid ("pixel") or in the original frame
+    ("mm": original pixels on AASCE, which has no pixel spacing; millimetres when ``spacing_rc`` is known)."""
     if frame == "mm":
-        b, c = coords_rc.shape[:2]
-        coords_rc = grid_to_original(coords_rc.reshape(b, -1, 2), size_rc, raw_size_rc, spacing_rc).reshape(coords_rc.shape)
+        coords_rc = grid_to_original(coords_rc, size_rc, raw_size_rc, spacing_rc)
         true_rc = grid_to_original(true_rc, size_rc, raw_size_rc, spacing_rc)
     return radial_errors(coords_rc, true_rc[:, None]).mean(-1)
 

@@ -1,4 +1,7 @@
-"""One training step of the interactive network as in the paper: iterative click rounds, then the loss."""
+"""One training step of the interactive network as in the paper: iterative click rounds, then the loss.
+
+The click rounds use the same simulated user (``misc.clicks.Clicker``) and predictor
+(``model.predictor.Predictor``: click maps, previous-heatmap rule, network call) as the evaluation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from misc.clicks import indices_to_mask, worst_unclicked
+from misc.clicks import Clicker, indices_to_mask
 from misc.decoding import decode, hard_argmax
-from misc.heatmaps import click_maps, gaussian_heatmaps, keep_channels
+from misc.heatmaps import gaussian_heatmaps
 from misc.losses import heatmap_bce
-from misc.metrics import radial_errors
 from misc.morphology import morphology_loss
+from model.predictor import Predictor
 
 
 @dataclass
@@ -22,30 +25,25 @@ class LossTerms:
     morph: float
 
 
-def simulate_click_rounds(net, image, targets, true_rc, clicked, rounds: int,
-                          prev_only_clicked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """RITM iterative training: ``rounds`` no-grad predictions in eval mode, each adding the worst
-    not-yet-clicked keypoint (hard-argmax radial error on the grid) to the clicks.
+def simulate_click_rounds(predictor, image, clicker, rounds: int) -> torch.Tensor | None:
+    """RITM iterative training: ``rounds`` no-grad predictions in eval mode, each making ``clicker``
+    click the worst not-yet-clicked keypoint (hard-argmax radial error on the grid).
 
-    Returns (clicked, prev_probs); prev_probs is zeros when rounds == 0 and otherwise the full
-    previous prediction, as in the official training, or with ``prev_only_clicked`` only its
-    clicked channels (what the test protocol feeds with use_prev_heatmap_only_for_hint_index).
+    Returns the previous heatmap for the training forward, by the predictor's previous-heatmap rule
+    for training (Model.prev_heatmap); None (= zeros) when rounds == 0.
     """
-    prev = torch.zeros_like(targets)
     if rounds == 0:
-        return clicked, prev
+        return None
+    net = predictor.net
     was_training = net.training
     net.eval()
+    probs = None
     with torch.no_grad():
         for _ in range(rounds):
-            fed = keep_channels(prev, clicked) if prev_only_clicked else prev
-            prev = torch.sigmoid(net(image, click_maps(targets, clicked), fed, with_aux=False)[0])
-            errors = radial_errors(hard_argmax(prev), true_rc)
-            worst = worst_unclicked(errors, clicked)
-            clicked = clicked.clone()
-            clicked[torch.arange(len(worst)), worst] = True
+            probs = predictor.probs(image, clicker.true_rc, clicker.clicked, probs, training=True)
+            clicker.click_worst(hard_argmax(probs))
     net.train(was_training)
-    return clicked, keep_channels(prev, clicked) if prev_only_clicked else prev
+    return predictor.previous(probs, clicker.clicked, training=True)
 
 
 def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph_pairs) -> LossTerms:
@@ -71,13 +69,12 @@ def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generato
 
     ``net`` may be wrapped in DistributedDataParallel; the no-grad rounds use the inner module.
     """
-    inner = getattr(net, "module", net)
+    predictor = Predictor(getattr(net, "module", net), config)
     image = batch["image"].to(device, non_blocking=True)
     true_rc = batch["coords_rc"].to(device)
-    targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
-    clicked = indices_to_mask(batch["clicks"], image.shape[0], targets.shape[1], device)
+    targets = gaussian_heatmaps(true_rc, predictor.size_rc, predictor.heatmap_std)
+    clicker = Clicker(true_rc, indices_to_mask(batch["clicks"], image.shape[0], true_rc.shape[1], device))
     rounds = int(rng.integers(config.Train.min_click_rounds, config.Train.max_click_rounds + 1))
-    clicked, prev = simulate_click_rounds(inner, image, targets, true_rc, clicked, rounds,
-                                          prev_only_clicked=config.Train.prev_heatmap == "clicked")
-    logits, aux_logits = net(image, click_maps(targets, clicked), prev)
+    prev = simulate_click_rounds(predictor, image, clicker, rounds)
+    logits, aux_logits = net(image, predictor.click_maps(true_rc, clicker.clicked), prev)
     return compute_loss(logits, aux_logits, targets, true_rc, batch["morph_mask"].to(device), config, morph_pairs)

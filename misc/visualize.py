@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from misc.cobb import NUM_KEYPOINTS, cobb_angles, smape_per_image
+from misc.frames import grid_rc_to_original_xy
 
 TRUTH_COLOUR = "#22dd22"
 PRED_COLOUR = "#ff3030"
@@ -264,18 +265,19 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "image"
 
 
-def strip_panels(arrays: dict, index: int, scale_rc, clicks: Sequence[int], kind: str = "sargmax") -> list[Panel]:
+def strip_panels(arrays: dict, index: int, display_size_rc, clicks: Sequence[int], kind: str = "sargmax") -> list[Panel]:
     """The 2 x (1 + len(clicks)) panels of one image: [truth, model after n clicks...],
-    [bare X-ray, manual after n clicks...]; grid coordinates times ``scale_rc`` give display pixels."""
-    scale = np.asarray(scale_rc, dtype=np.float64).reshape(2)
+    [bare X-ray, manual after n clicks...]; points in the pixels of the displayed image, whose
+    (rows, cols) is ``display_size_rc`` (grid coordinates scaled as to the original image)."""
+    grid_rc = np.asarray(arrays["image_size_rc"]).reshape(2)
     rows = []
     for revision, first in (("model", Panel("truth")), ("manual", Panel("X-ray", show_truth=False))):
-        coords_rc = np.asarray(arrays[f"{revision}_{kind}_rc"][index], dtype=np.float64) * scale
+        coords_xy = grid_rc_to_original_xy(arrays[f"{revision}_{kind}_rc"][index], grid_rc, display_size_rc)
         order = np.asarray(arrays[f"{revision}_clicks"][index]).reshape(-1)
         row = [first]
         for n in clicks:
             row.append(Panel(f"{revision} revision, {n} click{'s' if n != 1 else ''}",
-                             coords_rc[n][:, ::-1], order[:n].tolist()))
+                             coords_xy[n], order[:n].tolist()))
         rows += row
     return rows
 
@@ -314,11 +316,10 @@ def write_strips(arrays: dict, images, indices, out_dir, clicks: Sequence[int] =
     for i in indices:
         name = str(arrays["names"][i])
         image = _as_image(load(name))
-        scale_rc = np.asarray(image.shape[:2], dtype=np.float64) / grid_rc
-        true_xy = (np.asarray(arrays["true_rc"][i], dtype=np.float64) * scale_rc)[:, ::-1]
+        true_xy = grid_rc_to_original_xy(arrays["true_rc"][i], grid_rc, image.shape[:2])
         raw_rc = np.asarray(arrays["raw_size_rc"][i], dtype=np.float64)
         picture = render_strip(
-            image, true_xy, strip_panels(arrays, i, scale_rc, shown, kind), ncols=1 + len(shown),
+            image, true_xy, strip_panels(arrays, i, image.shape[:2], shown, kind), ncols=1 + len(shown),
             raw_size_rc=raw_rc, true_angles=None if true_angles is None else np.asarray(true_angles)[i],
             title=f"{name}   (original {int(raw_rc[0])}x{int(raw_rc[1])} px; {kind} predictions; "
                   "Cobb angles 1 / 2 / 3 in original pixels)")

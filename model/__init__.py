@@ -1,7 +1,8 @@
 """The interactive keypoint network: builder and weight I/O.
 
     net = build_model(config)                 # InteractiveKeypointNet from config.Model / config.Dataset
-    load_weights(net, "save/exp/model.pth")   # ours, the authors' release, or a bare state dict
+    checkpoint = read_checkpoint(path)        # read once: .state_dict, .entries, .config()
+    load_weights(net, checkpoint)             # ours, the authors' release, or a bare state dict (or a path)
     logits, aux_logits = net(image, click_maps, prev_probs)
     fast = prepare_for_inference(net)         # eval copy with BatchNorm folded, for prediction only
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from model.inference import prepare_for_inference
 from model.network import InteractiveKeypointNet
-from model.weights import (ImagenetLoadReport, UnsafeCheckpointError, load_imagenet_hrnet, load_weights,
-                           save_checkpoint)
+from model.weights import (Checkpoint, CheckpointError, ImagenetLoadReport, UnsafeCheckpointError,
+                           load_imagenet_hrnet, load_weights, read_checkpoint, save_checkpoint)
 
 __all__ = ["build_model", "InteractiveKeypointNet", "load_weights", "save_checkpoint", "load_imagenet_hrnet",
-           "prepare_for_inference", "ImagenetLoadReport", "UnsafeCheckpointError"]
+           "prepare_for_inference", "ImagenetLoadReport", "UnsafeCheckpointError", "CheckpointError",
+           "Checkpoint", "read_checkpoint"]
 
 _MODEL_KEYS = ("width", "ocr_width", "small", "SE_maxpool", "use_gating", "click_scale_init", "imagenet_pretrained")
 

@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from util import atomic_open
+from misc.errors import BadInput
+from util import atomic_open, config_from_dict
 
-__all__ = ["UnsafeCheckpointError", "ImagenetLoadReport", "load_weights", "save_checkpoint",
-           "load_imagenet_hrnet", "read_checkpoint", "extract_state_dict"]
+__all__ = ["Checkpoint", "CheckpointError", "UnsafeCheckpointError", "ImagenetLoadReport", "load_weights",
+           "save_checkpoint", "load_imagenet_hrnet", "read_checkpoint", "load_file", "extract_state_dict",
+           "non_finite_tensors"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,17 @@ DATA_PARALLEL_PREFIX = "module."
 MAX_LISTED = 40  # keys listed per category in a mismatch message
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointError(BadInput):
+    """A checkpoint file that cannot be used: missing, empty, truncated, not a checkpoint, non-finite
+    weights, or weights that do not fit the network. The message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """The file holds pickled Python objects and may only be opened with ``allow_pickle=True``."""
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # the older pickle-based format
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -43,21 +55,82 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(getattr(net, "module", None), nn.Module) else net
 
 
-def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
-    """``torch.load`` on CPU; refuses files that need unpickling unless ``allow_pickle`` is True."""
+def _format_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch.save file, judged from its bytes (None: it may be one)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes): not a checkpoint"
+    with open(path, "rb") as handle:
+        head = handle.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return f"truncated or corrupt checkpoint ({size} bytes; its zip directory is missing)"
+        return None
+    if head == _LEGACY_MAGIC:
+        return None
+    return f"not a PyTorch checkpoint (unknown file format, {size} bytes)"
+
+
+def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
+    """``torch.load`` on CPU with one-line errors; refuses files that need unpickling unless
+    ``allow_pickle`` is True, and tells them apart from files that are not checkpoints at all."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if allow_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(f"checkpoint not found: {path}")
+    problem = _format_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
+        if allow_pickle or "Unsupported global" not in str(exc):
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
         raise UnsafeCheckpointError(
             f"{path}: this file stores pickled Python objects, not only tensors and plain values, so it "
-            f"was not opened (unpickling can run arbitrary code). If you trust the file, pass "
-            f"allow_pickle=True (command line: --allow-pickle).\nDetail: {str(exc).splitlines()[0]}"
-        ) from None
+            f"was not opened (unpickling can run arbitrary code); if you trust the file, pass "
+            f"allow_pickle=True (command line: --allow-pickle)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"[:200]
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinite values."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint file, read once: the weights (``module.`` prefixes removed), the other entries
+    (epoch, metric, optimizer ...) and, for our own files, the stored config."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    entries: dict[str, Any]
+
+    def config(self, overrides=()):
+        """The validated config stored in the file (Munch), or None when it holds none (e.g. the
+        authors' release)."""
+        stored = self.entries.get("config")
+        if not isinstance(stored, Mapping):
+            return None
+        return config_from_dict(dict(stored), f"config stored in {self.path}", overrides)
+
+
+def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint:
+    """Read a checkpoint (ours, the authors' or a bare state dict) once; refuse it with a one-line
+    CheckpointError when it is missing, unreadable, not a state dict, or holds non-finite weights."""
+    path = Path(path)
+    state_dict, entries = extract_state_dict(load_file(path, allow_pickle=allow_pickle), source=str(path))
+    broken = non_finite_tensors(state_dict)
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} of {len(state_dict)} weight tensors hold NaN or infinite "
+                              f"values (first: {broken[0]}); this model is broken, use an earlier checkpoint")
+    return Checkpoint(path, state_dict, entries)
 
 
 def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -67,10 +140,10 @@ def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> tuple[dict[str
         extra = {k: v for k, v in obj.items() if k != "model"}
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{source}: expected a state dict or a dict with key 'model', got {type(obj).__name__}")
+        raise CheckpointError(f"{source}: expected a state dict or a dict with key 'model', got {type(obj).__name__}")
     not_tensors = [k for k, v in obj.items() if not torch.is_tensor(v)]
     if not_tensors:
-        raise ValueError(f"{source}: not a state dict, these entries are not tensors: {not_tensors[:MAX_LISTED]}")
+        raise CheckpointError(f"{source}: not a state dict, these entries are not tensors: {not_tensors[:MAX_LISTED]}")
     if all(k.startswith(DATA_PARALLEL_PREFIX) for k in obj):
         obj = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in obj.items()}
     return dict(obj), extra
@@ -84,7 +157,7 @@ def _listing(title: str, items: list[str]) -> str:
 
 def check_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
                      source: str) -> None:
-    """Raise ValueError listing missing keys, unexpected keys and shape mismatches."""
+    """Raise CheckpointError listing missing keys, unexpected keys and shape mismatches."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     mismatched = [f"{k}: file {tuple(given[k].shape)} vs network {tuple(v.shape)}"
@@ -99,21 +172,21 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, t
     if mismatched:
         parts.append(_listing("shape mismatches", mismatched))
     parts.append("  Check that the config (width, ocr_width, small, use_gating, num_keypoint) matches the file.")
-    raise ValueError("\n".join(parts))
+    raise CheckpointError("\n".join(parts))
 
 
-def load_weights(net: nn.Module, path: str | os.PathLike, *, allow_pickle: bool = False) -> dict[str, Any]:
-    """Load a checkpoint (ours, the authors' or a bare state dict) into ``net``, strictly.
+def load_weights(net: nn.Module, source: str | os.PathLike | Checkpoint, *, allow_pickle: bool = False) -> dict[str, Any]:
+    """Load a checkpoint (a path, read here, or a ``Checkpoint`` already read) into ``net``, strictly.
 
     Returns the checkpoint's other entries (``epoch``, ``metric``, ``config`` ... ; empty for a bare
-    state dict). Raises ValueError naming the file and every missing, unexpected or mis-shaped key,
-    and UnsafeCheckpointError for a file that needs unpickling when ``allow_pickle`` is False.
+    state dict). Raises CheckpointError naming the file and every missing, unexpected or mis-shaped
+    key, and UnsafeCheckpointError for a file that needs unpickling when ``allow_pickle`` is False.
     """
+    checkpoint = source if isinstance(source, Checkpoint) else read_checkpoint(source, allow_pickle=allow_pickle)
     target = _unwrap(net)
-    state_dict, extra = extract_state_dict(read_checkpoint(path, allow_pickle=allow_pickle), source=str(path))
-    check_state_dict(target.state_dict(), state_dict, source=str(path))
-    target.load_state_dict(state_dict, strict=True)
-    return extra
+    check_state_dict(target.state_dict(), checkpoint.state_dict, source=str(checkpoint.path))
+    target.load_state_dict(checkpoint.state_dict, strict=True)
+    return checkpoint.entries
 
 
 def _plain(value: Any) -> Any:
@@ -175,7 +248,7 @@ def load_imagenet_hrnet(net: nn.Module, path: str | os.PathLike, *, allow_pickle
                       f"hrnetv2_w32_imagenet_pretrained.pth from HRNet/HRNet-Image-Classification and set "
                       f"Model.imagenet_pretrained to its path.", stacklevel=2)
         return ImagenetLoadReport(found=False)
-    obj = read_checkpoint(path, allow_pickle=allow_pickle)
+    obj = load_file(path, allow_pickle=allow_pickle)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     state_dict, _ = extract_state_dict(obj, source=str(path))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from misc.cobb import cobb_angles
+from misc.frames import grid_to_original_px
 from misc.cobb_eval import (
     cobb_metrics,
     degenerate_vertebrae,
     format_cobb_table,
-    grid_to_original_px,
     plot_cobb,
     predicted_cobb_angles,
     true_cobb_angles,

@@ -39,6 +39,14 @@ def _write(tmp_path, mutate):
     (lambda t: t["Optimizer"].update(optimizer="SGD"), "'Optimizer.optimizer' must be one of"),
     (lambda t: t["Morph"].update(use="yes"), "'Morph.use' must be bool"),
     (lambda t: t.update(Extra={}), "unknown key 'Extra'"),
+    (lambda t: t["Optimizer"].update(lr=float("nan")), "'Optimizer.lr' must be a finite number"),
+    (lambda t: t["Optimizer"].update(lr=float("inf")), "'Optimizer.lr' must be a finite number"),
+    (lambda t: t["Dataset"].update(heatmap_std=0.0), "'Dataset.heatmap_std' must be > 0"),
+    (lambda t: t["Dataset"]["aug"].update(flip_p=1.5), "'Dataset.aug.flip_p' must be <= 1.0"),
+    (lambda t: t["Dataset"]["aug"].update(occlusion_p=-0.1), "'Dataset.aug.occlusion_p' must be >= 0.0"),
+    (lambda t: t["Dataset"].update(image_size=[0, 128]), "'Dataset.image_size' must be >= 8"),
+    (lambda t: t["Dataset"]["aug"].update(scale_range=[0.9, float("inf")]), "'Dataset.aug.scale_range' must be a finite"),
+    (lambda t: t["Model"].update(prev_heatmap="some"), "'Model.prev_heatmap' must be one of"),
 ])
 def test_bad_file_names_key_and_file(tmp_path, mutate, message):
     path = _write(tmp_path, mutate)
@@ -76,17 +84,71 @@ def test_missing_file_and_broken_yaml(tmp_path):
 def test_switches_newer_than_the_paper_are_optional_with_defaults(tmp_path):
     """A config (or a checkpoint's stored config) written before a switch existed still loads."""
     def drop(t):
-        t["Train"].pop("prev_heatmap", None)
+        t["Model"].pop("prev_heatmap", None)
         t["Dataset"]["aug"].pop("occlusion_p", None)
         t["Dataset"]["aug"].pop("occlusion_height", None)
         t["Train"].pop("min_click_rounds", None)
         t["Optimizer"].pop("click_lr_mult", None)
     c = util.load_config(_write(tmp_path, drop))
-    assert c.Train.prev_heatmap == "full" and c.Dataset.aug.occlusion_p == 0.0
+    assert c.Model.prev_heatmap == "clicked_at_test" and c.Dataset.aug.occlusion_p == 0.0
     assert c.Dataset.aug.occlusion_height == [0.1, 0.3]
     assert c.Train.min_click_rounds == 0 and c.Optimizer.click_lr_mult == 1.0
-    with pytest.raises(ConfigError, match="'Train.prev_heatmap' must be one of"):
-        util.load_config("config/spineweb_ours.yaml", ["Train.prev_heatmap=some"])
+
+
+@pytest.mark.parametrize("only_clicked, in_training, rule", [
+    (True, None, "clicked_at_test"), (True, "full", "clicked_at_test"), (True, "clicked", "clicked"),
+    (False, "full", "full")])
+def test_old_configs_load_with_the_keys_they_had(tmp_path, only_clicked, in_training, rule):
+    """Configs written before Model.prev_heatmap (and with keys nothing reads) load and mean the same."""
+    def old_style(t):
+        t["Model"].pop("prev_heatmap")
+        t["Model"]["use_prev_heatmap_only_for_hint_index"] = only_clicked
+        if in_training is not None:
+            t["Train"]["prev_heatmap"] = in_training
+        t["PATH"]["ROOT_PATH"] = "./"
+        t["Morph"].update(cosineSimilarityLoss=True, threePointAngle=True)
+    c = util.load_config(_write(tmp_path, old_style))
+    assert c.Model.prev_heatmap == rule
+    assert c.toDict() == util.load_config("config/spineweb_ours.yaml", [f"Model.prev_heatmap={rule}"]).toDict()
+
+
+def test_old_keys_that_contradict_are_refused(tmp_path):
+    def contradict(t):
+        t["Model"]["use_prev_heatmap_only_for_hint_index"] = False
+        t["Model"].pop("prev_heatmap")
+        t["Train"]["prev_heatmap"] = "clicked"
+    with pytest.raises(ConfigError, match="have no equivalent"):
+        util.load_config(_write(tmp_path, contradict))
+    with pytest.raises(ConfigError, match="replaces"):
+        util.load_config(_write(tmp_path, lambda t: t["Model"].update(use_prev_heatmap_only_for_hint_index=True)))
+    with pytest.raises(ConfigError, match="replaced by Model.prev_heatmap"):
+        util.load_config("config/spineweb_ours.yaml", ["Train.prev_heatmap=clicked"])
+    with pytest.raises(ConfigError, match="'Morph.threePointAngle' was removed"):
+        util.load_config("config/spineweb_ours.yaml", ["Morph.threePointAngle=false"])
+
+
+def test_committed_checkpoint_config_with_old_keys_means_clicked_channels():
+    from model import read_checkpoint
+
+    checkpoint = read_checkpoint("pretrained/aasce_cpu.pth")
+    stored = checkpoint.entries["config"]
+    assert stored["Model"]["use_prev_heatmap_only_for_hint_index"] is True and stored["Train"]["prev_heatmap"] == "clicked"
+    assert checkpoint.config().Model.prev_heatmap == "clicked"
+
+
+def test_duplicate_keys_non_utf8_and_non_finite_overrides_are_named(tmp_path):
+    text = open("config/spineweb_ours.yaml").read()
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text(text.replace("  batch_size: 4\n", "  batch_size: 4\n  batch_size: 8\n", 1))
+    with pytest.raises(ConfigError, match=r"dup.yaml: not valid YAML: duplicate key 'batch_size' \(first at line \d+\)"):
+        util.load_config(duplicated)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(text.replace("# The paper", "# Caf\u00e9: the paper", 1).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not a UTF-8 text file \(byte 5 is 0xe9\)"):
+        util.load_config(latin1)
+    for value in (".inf", ".nan", "-.inf"):
+        with pytest.raises(ConfigError, match="'Optimizer.lr' must be a finite number"):
+            util.load_config("config/spineweb_ours.yaml", [f"Optimizer.lr={value}"])
 
 
 def test_click_round_range_is_checked_across_keys():

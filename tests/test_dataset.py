@@ -8,6 +8,7 @@ import torch
 import util
 from dataset.augment import flip_swap_permutation
 from dataset.keypoint_dataset import KeypointDataset, collate, read_table
+from misc.errors import BadInput
 
 K = 68
 
@@ -106,7 +107,7 @@ def test_collate_keeps_click_lists_and_raw_sizes(table_dir):
 
 
 def test_missing_table_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.json"):
+    with pytest.raises(BadInput, match="train.json. not found"):
         read_table(tmp_path, "train")
 
 

@@ -83,32 +83,6 @@ def test_refine_keeps_fixed_points_exactly_and_repredicts_the_others(predictor, 
     assert len(third.least_confident()) == 5
 
 
-def test_refinement_is_the_protocols_model_revision(predictor, xray):
-    """Click maps of the fixed points on the grid + previous heatmap restricted to the fixed channels."""
-    gray, true_xy = xray
-    session = AnnotationSession("s", "x.jpg", gray, predictor)
-    prev = session.current.probs.float()
-    fixed = {5: tuple(true_xy[5]), 40: tuple(true_xy[40])}
-    state = session.refine(fixed)
-    rows, cols = predictor.size_rc
-    height, width = gray.shape
-    coords = torch.zeros(1, K, 2)
-    mask = torch.zeros(1, K, dtype=torch.bool)
-    for i, (x, y) in fixed.items():
-        coords[0, i] = torch.tensor([y * rows / height, x * cols / width])
-        mask[0, i] = True
-    from misc.decoding import decode
-    from misc.heatmaps import gaussian_heatmaps, keep_channels
-
-    maps = gaussian_heatmaps(coords, (rows, cols), predictor.heatmap_std) * mask[..., None, None]
-    with torch.inference_mode():
-        probs = torch.sigmoid(predictor.net.predict(session._image_t, maps, keep_channels(prev[None], mask)))
-    expected_rc = decode(probs, True, predictor.patch_size)[0].double().numpy()
-    expected_xy = expected_rc[:, ::-1] * np.array([width / cols, height / rows])
-    free = [i for i in range(K) if i not in fixed]
-    np.testing.assert_allclose(state.points_xy[free], expected_xy[free], atol=1e-3)
-
-
 def test_undo_and_reset(predictor, xray):
     gray, _ = xray
     session = AnnotationSession("s", "x.jpg", gray, predictor)

@@ -4,8 +4,9 @@ import torch
 
 from misc.clicks import click_count_probs, indices_to_mask, sample_initial_clicks, worst_unclicked
 from misc.decoding import extract_patches, hard_argmax, subpixel_decode
-from misc.heatmaps import click_maps, gaussian_heatmaps, keep_channels
-from misc.metrics import grid_to_original, radial_errors
+from misc.frames import grid_to_original
+from misc.heatmaps import gaussian_heatmaps, keep_channels
+from misc.metrics import radial_errors
 from misc.morphology import morphology_loss
 
 
@@ -57,12 +58,12 @@ def test_morphology_loss_is_zero_for_perfect_prediction_and_respects_mask():
     assert morphology_loss(wrong, true, (64, 32), pairs, triplets, 1.0, 1.0, sample_mask=none) == 0
 
 
-def test_click_maps_keep_only_clicked_channels():
+def test_keep_channels_zeroes_the_unclicked_channels():
     targets = torch.rand(2, 4, 8, 8)
     clicked = torch.tensor([[True, False, False, True], [False, False, False, False]])
-    maps = click_maps(targets, clicked)
-    assert torch.equal(maps[0, 0], targets[0, 0]) and maps[0, 1].sum() == 0 and maps[1].sum() == 0
-    assert torch.equal(keep_channels(targets, clicked), maps)
+    kept = keep_channels(targets, clicked)
+    assert torch.equal(kept[0, 0], targets[0, 0]) and torch.equal(kept[0, 3], targets[0, 3])
+    assert kept[0, 1].sum() == 0 and kept[0, 2].sum() == 0 and kept[1].sum() == 0
 
 
 def test_click_count_distribution_matches_spec_and_sampling_is_distinct():

@@ -245,8 +245,10 @@ def test_cli_on_a_label_folder_and_on_a_table(tmp_path, capsys):
         assert cli.main(["--labels", str(table_path), "--out", str(out_table), "--num-pairs", "10",
                          "--num-triplets", "12", "--grid-size", "512", "256", "--no-progress"]) == 0
         assert [a.tolist() for a in load_morph_pairs(out_table)] == [pairs.tolist(), triplets.tolist()]
-    with pytest.raises(ValueError, match="grid of 1024 rows"):
-        cli.main(["--labels", str(tmp_path / "table1.json"), "--grid-size", "1024", "512", "--no-progress"])
+    capsys.readouterr()
+    assert cli.main(["--labels", str(tmp_path / "table1.json"), "--grid-size", "1024", "512", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"error: --labels {tmp_path / 'table1.json'}: 'points_512' does not belong to a "
+                                       f"grid of 1024 rows: pass the grid size the table was made with\n")
 
 
 # ---------------------------------------------------------------------------------------------- real data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -411,3 +412,40 @@ def test_load_samples_in_order(synthetic_tree):
     samples = load_samples(pairs[:3], (32, 16))
     assert [s.pair for s in samples] == pairs[:3]
     assert all(s.problems == [] and s.image_resized.shape == (32, 16) for s in samples)
+
+
+# --------------------------------------------------------------------------------------------------------
+# outputs: stale temporaries, unwritable or full targets (checked before the images are read)
+# --------------------------------------------------------------------------------------------------------
+def test_temporary_folder_of_a_killed_run_is_removed_and_named(synthetic_tree, tmp_path, caplog):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".dataset16_128.tmp-{int(dead.stdout)}-0a1b2c3d"
+    (stale / "data" / "training").mkdir(parents=True)
+    (stale / "data" / "training" / "half.npy").write_bytes(b"\x93NUMPY")
+    alive = tmp_path / f".dataset16_128.tmp-{os.getppid()}-00000000"  # a running process's: left alone
+    alive.mkdir()
+    with caplog.at_level("WARNING"):
+        preprocess(synthetic_tree, tmp_path, (128, 64), val_size=2, seed=0, workers=1)
+    assert leftovers(tmp_path) == sorted([alive.name, "dataset16_128"])
+    assert f"removed {stale}, a temporary folder left by an interrupted run" in caplog.text
+
+
+def test_unwritable_or_full_target_is_refused_before_reading_the_images(synthetic_tree, tmp_path, capsys, monkeypatch):
+    import dataset.preprocess as preprocess_module
+
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    read = []
+    monkeypatch.setattr(preprocess_module, "load_samples", lambda *a, **k: read.append(1) or [])
+    args = ["--source", str(synthetic_tree), "--val-size", "2", "--workers", "1", "--no-progress"]
+    assert data_preprocessing.main(args + ["--target", str(a_file / "out")]) == 1
+    assert capsys.readouterr().err == f"error: output folder {a_file / 'out'} is not writable ({a_file} is a file)\n"
+    import shutil as shutil_module
+
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: shutil_module._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    assert data_preprocessing.main(args + ["--target", str(tmp_path / "out")]) == 1
+    assert "is (nearly) full: 1.0 MB free" in capsys.readouterr().err
+    assert read == [] and leftovers(tmp_path) == ["file"]

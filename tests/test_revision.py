@@ -1,9 +1,15 @@
 """The revision protocol on hand-made predictions (no network needed)."""
+import pytest
 import torch
+from munch import Munch
 
+from misc.clicks import Clicker
+from misc.decoding import decode, hard_argmax
+from misc.frames import grid_to_original
 from misc.heatmaps import gaussian_heatmaps
-from misc.metrics import grid_to_original, radial_errors
-from misc.revision import clicks_to_reach, mre_per_image, run_revisions
+from misc.metrics import radial_errors
+from misc.revision import choice_clicker, clicks_to_reach, mre_per_image, run_revisions
+from model.predictor import Predictor
 
 SIZE = (64, 32)
 K = 8
@@ -25,9 +31,14 @@ def _predictor(true_rc, offsets, pull=0.5, calls=None):
     return predict
 
 
+def _decode(probs):
+    return {"hargmax": hard_argmax(probs), "sargmax": decode(probs, True, 15)}
+
+
 def _run(true_rc, offsets, clicks=4, **kw):
     raw = torch.tensor([[640.0, 320.0]] * true_rc.shape[0])
-    return run_revisions(_predictor(true_rc, offsets, **kw), true_rc, clicks, SIZE, raw, subpixel=True), raw
+    clicker, kind = choice_clicker(true_rc, "hargmax_mm_MRE", SIZE, raw)
+    return run_revisions(_predictor(true_rc, offsets, **kw), _decode, clicker, clicks, kind), raw
 
 
 def test_manual_revision_fixes_the_worst_point_first_and_never_moves_others():
@@ -58,15 +69,52 @@ def test_model_revision_never_clicks_twice_and_clicked_points_equal_truth():
             assert torch.equal(soft[b, n, done], true_rc[b, done])
 
 
-def test_model_revision_feeds_previous_prediction_only_on_clicked_channels():
+def test_model_revision_hands_the_last_prediction_to_the_next_call():
     true_rc = _truth(batch=1)
     calls = []
     raw = torch.tensor([[640.0, 320.0]])
-    run_revisions(_predictor(true_rc, torch.ones_like(true_rc) * 3, calls=calls), true_rc, 3, SIZE, raw)
-    assert calls[0][1] is None
-    for clicked, prev in calls[1:]:
-        energy = prev.sum((-1, -2))  # (B, K)
-        assert bool((energy[~clicked] == 0).all()) and bool((energy[clicked] > 0).all())
+    predict = _predictor(true_rc, torch.ones_like(true_rc) * 3, calls=calls)
+    run_revisions(predict, _decode, choice_clicker(true_rc, "hargmax_mm_MRE", SIZE, raw)[0], 3)
+    assert calls[0][1] is None and [int(c.sum()) for c, _ in calls] == [0, 1, 2, 3]
+    for (clicked, _), (_, prev) in zip(calls[:-1], calls[1:]):
+        assert torch.equal(prev, predict(clicked, None))  # what the previous call returned, all channels
+
+
+class RecordingNet(torch.nn.Module):
+    """Predicts truth + offsets (as logits) and records the previous heatmap it is fed."""
+
+    def __init__(self, true_rc, offsets):
+        super().__init__()
+        self.true_rc, self.offsets, self.fed = true_rc, offsets, []
+
+    def forward(self, image, click_maps, prev, with_aux=True):
+        self.fed.append(prev)
+        probs = gaussian_heatmaps(self.true_rc + self.offsets, SIZE, 1.5).clamp(1e-4, 1 - 1e-4)
+        return (torch.logit(probs), None)
+
+
+def _config(rule):
+    return Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5, "subpixel_decoding": True,
+                                       "subpixel_decoding_patch_size": 5}, "Model": {"prev_heatmap": rule}})
+
+
+@pytest.mark.parametrize("rule, only_clicked", [("clicked_at_test", True), ("clicked", True), ("full", False)])
+def test_predictor_feeds_the_previous_prediction_by_the_rule(rule, only_clicked):
+    true_rc = _truth(batch=1)
+    net = RecordingNet(true_rc, torch.ones_like(true_rc) * 3)
+    predictor = Predictor(net, _config(rule))
+    clicker, kind = choice_clicker(true_rc, "hargmax_pixel_MRE", SIZE, None)
+    model, _ = run_revisions(predictor.bind(torch.zeros(1, 3, *SIZE), true_rc), predictor.decode, clicker, 3, kind)
+    assert net.fed[0] is None
+    order = model.clicks()[0]
+    for n, prev in enumerate(net.fed[1:], start=1):
+        energy = prev.sum((-1, -2))[0]
+        clicked = torch.zeros(K, dtype=torch.bool)
+        clicked[order[:n]] = True
+        if only_clicked:
+            assert bool((energy[~clicked] == 0).all()) and bool((energy[clicked] > 0).all())
+        else:
+            assert bool((energy > 0).all())
 
 
 def test_metrics_equal_a_direct_computation():

@@ -77,14 +77,16 @@ def _tune_from_one_epoch(table, tmp_path, name, *overrides):
     return start, base, tuned, params
 
 
-def test_init_weights_starts_a_new_run_from_a_checkpoint(synthetic_dataset, tmp_path):
+def test_init_weights_starts_a_new_run_from_a_checkpoint(synthetic_dataset, tmp_path, capsys):
     _, table = synthetic_dataset
     # learning rate 0: the parameters must stay exactly those of the file they came from
     start, base, tuned, params = _tune_from_one_epoch(table, tmp_path, "tuned", "Optimizer.lr=0")
     assert params and all(torch.equal(base[k], tuned[k]) for k in params)
     assert f"initialised the model from {start}" in (tmp_path / "tuned/log.txt").read_text()
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        _run(table, tmp_path, "nofile", "--init-weights", str(tmp_path / "none.pth"))
+    capsys.readouterr()
+    assert _run(table, tmp_path, "nofile", "--init-weights", str(tmp_path / "none.pth")) == 2
+    assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'none.pth'}\n"
+    assert not (tmp_path / "nofile").exists()  # refused before the run folder was made
 
 
 def test_click_lr_mult_scales_only_the_click_pathway(synthetic_dataset, tmp_path):
@@ -103,8 +105,7 @@ def test_click_lr_mult_scales_only_the_click_pathway(synthetic_dataset, tmp_path
 def test_existing_run_is_not_overwritten_without_resume(synthetic_dataset, tmp_path):
     _, table = synthetic_dataset
     assert _run(table, tmp_path, "once", "--set", "Train.epoch=1") == 0
-    with pytest.raises(SystemExit, match="--resume"):
-        _run(table, tmp_path, "once")
+    assert _run(table, tmp_path, "once") == 2
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_last_good_checkpoint(synthetic_dataset, tmp_path,
@@ -147,3 +148,75 @@ def test_two_gloo_processes_agree_and_their_checkpoint_evaluates(synthetic_datas
                              "--max-clicks", "2", "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["model"]["sargmax_mm_MRE"]) == 3
+
+
+def _strict_json_lines(path):
+    def refuse(token):
+        raise ValueError(f"{path}: {token} is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_weights_that_become_non_finite_stop_the_run_before_any_checkpoint(synthetic_dataset, tmp_path, monkeypatch):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "w", "--set", "Train.epoch=1") == 0
+    before = {name: (tmp_path / "w" / name).read_bytes() for name in ("best.pth", "last.pth")}
+    real_step = torch.optim.Adam.step
+    steps = []
+
+    def step_then_poison(self, *args, **kwargs):  # the second step of the resumed run leaves a NaN weight
+        out = real_step(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                self.param_groups[0]["params"][5].view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_poison)
+    assert _run(table, tmp_path, "w", "--resume", "--set", "Train.epoch=3") == 2
+    log = (tmp_path / "w/log.txt").read_text()
+    assert "became NaN or infinite after the step of epoch 2, batch 1" in log
+    assert "best.pth (epoch 1) and last.pth (epoch 1) are unchanged" in log
+    assert all((tmp_path / "w" / name).read_bytes() == data for name, data in before.items())
+    assert [row["epoch"] for row in _strict_json_lines(tmp_path / "w/metrics.jsonl")] == [1]
+
+
+def test_nan_heatmaps_at_validation_are_never_best_and_write_nothing(synthetic_dataset, tmp_path, capsys):
+    """An absurd learning rate: the weights stay finite after one step but the heatmaps are NaN; their
+    hard argmax would give a finite MRE, so validation must look at the heatmaps themselves."""
+    _, table = synthetic_dataset
+    code = _run(table, tmp_path, "lr", "--set", "Optimizer.lr=1e30", "--set", "Train.max_batches_per_epoch=1")
+    assert code == 2
+    log = (tmp_path / "lr/log.txt").read_text()
+    assert "after epoch 1: the model predicts NaN or infinite heatmaps on evaluation batch 0" in log
+    assert "no checkpoint was written" in log and "*best*" not in log
+    assert not (tmp_path / "lr/best.pth").exists() and not (tmp_path / "lr/last.pth").exists()
+    assert not (tmp_path / "lr/metrics.jsonl").exists()
+
+
+def test_non_finite_learning_rate_is_refused_in_one_line(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "inf", "--set", "Optimizer.lr=.inf") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'Optimizer.lr' must be a finite number, got inf (--set Optimizer.lr=.inf)" in err
+    assert not (tmp_path / "inf").exists()
+
+
+def test_metrics_file_stays_json_when_a_value_is_not_finite(tmp_path):
+    from misc.experiment import Experiment
+
+    run = Experiment(tmp_path, "m", tensorboard=False)
+    run.record_metrics(1, {"val/metric": float("inf"), "val/click_gain": float("nan"), "loss": 0.5})
+    assert _strict_json_lines(tmp_path / "m/metrics.jsonl") == [
+        {"epoch": 1, "val/metric": None, "val/click_gain": None, "loss": 0.5}]
+
+
+def test_misc_device_of_the_config_is_used(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    assert _run(table, tmp_path, "dev", "--set", "MISC.device=cuda") == 2
+    assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+    assert _run(table, tmp_path, "dev", "--set", "MISC.device=cpu", "--set", "Train.epoch=1") == 0
+    out = capsys.readouterr().out
+    assert "device cpu" in out and "no CUDA device found" not in out  # 'auto' would print that notice
+    assert _run(table, tmp_path, "dev2", "--set", "MISC.device=cuda", "--device", "cpu", "--set", "Train.epoch=1") == 0

@@ -4,8 +4,10 @@ import pytest
 import torch
 from munch import Munch
 
+from misc.clicks import Clicker
 from misc.heatmaps import gaussian_heatmaps
 from misc.training import simulate_click_rounds, training_step
+from model.predictor import Predictor
 
 SIZE = (48, 24)
 K = 6
@@ -19,29 +21,37 @@ class OffsetNet(torch.nn.Module):
         self.true_rc, self.offsets, self.fed = true_rc, offsets, []
 
     def forward(self, image, click_maps, prev, with_aux=True):
-        self.fed.append(prev.clone())
+        self.fed.append(torch.zeros_like(click_maps) if prev is None else prev.clone())
         probs = gaussian_heatmaps(self.true_rc + self.offsets, SIZE, 1.5).clamp(1e-4, 1 - 1e-4)
         return (torch.logit(probs),)
 
 
-@pytest.mark.parametrize("only_clicked", [False, True])
-def test_rounds_click_the_worst_points_and_feed_previous_heatmaps_by_the_rule(only_clicked):
+def _config(rule="clicked_at_test", least=0, most=0):
+    return Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5, "subpixel_decoding": True,
+                                       "subpixel_decoding_patch_size": 5},
+                           "Model": {"prev_heatmap": rule},
+                           "Train": {"min_click_rounds": least, "max_click_rounds": most},
+                           "Morph": {"use": False}})
+
+
+@pytest.mark.parametrize("rule, only_clicked", [("clicked_at_test", False), ("full", False), ("clicked", True)])
+def test_rounds_click_the_worst_points_and_feed_previous_heatmaps_by_the_rule(rule, only_clicked):
     true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
     offsets = torch.zeros_like(true_rc)
     offsets[0, :, 0] = torch.tensor([0.0, 5.0, 1.0, 9.0, 0.0, 3.0])  # worst: 3, then 1, then 5
     net = OffsetNet(true_rc, offsets)
-    targets = gaussian_heatmaps(true_rc, SIZE, 1.5)
     clicked0 = torch.zeros(1, K, dtype=torch.bool)
     clicked0[0, 0] = True
-    clicked, prev = simulate_click_rounds(net, torch.zeros(1, 3, *SIZE), targets, true_rc, clicked0, 3,
-                                          prev_only_clicked=only_clicked)
+    clicker = Clicker(true_rc, clicked0)
+    prev = simulate_click_rounds(Predictor(net, _config(rule)), torch.zeros(1, 3, *SIZE), clicker, 3)
+    clicked = clicker.clicked
     assert torch.nonzero(clicked[0]).flatten().tolist() == [0, 1, 3, 5]
     energy = prev.sum((-1, -2))[0]
     if only_clicked:  # as at test time: nothing on channels the user has not clicked
         assert bool((energy[~clicked[0]] == 0).all()) and bool((energy[clicked[0]] > 0).all())
         second_round_input = net.fed[1].sum((-1, -2))[0]
         assert torch.nonzero(second_round_input).flatten().tolist() == [0, 3]
-    else:  # official: the whole previous prediction
+    else:  # official training: the whole previous prediction
         assert bool((energy > 0).all())
     assert not bool(net.fed[0].any())  # the first round starts without a previous prediction
 
@@ -50,9 +60,9 @@ def test_zero_rounds_keep_the_clicks_and_feed_nothing():
     true_rc = torch.rand(2, K, 2) * 20
     clicked0 = torch.rand(2, K) > 0.5
     net = OffsetNet(true_rc, torch.zeros_like(true_rc))
-    clicked, prev = simulate_click_rounds(net, torch.zeros(2, 3, *SIZE), gaussian_heatmaps(true_rc, SIZE, 1.5),
-                                          true_rc, clicked0, 0, prev_only_clicked=True)
-    assert torch.equal(clicked, clicked0) and not bool(prev.any()) and net.fed == []
+    clicker = Clicker(true_rc, clicked0)
+    prev = simulate_click_rounds(Predictor(net, _config("clicked")), torch.zeros(2, 3, *SIZE), clicker, 0)
+    assert torch.equal(clicker.clicked, clicked0) and prev is None and net.fed == []
 
 
 class OffsetNetWithAux(OffsetNet):
@@ -64,9 +74,7 @@ class OffsetNetWithAux(OffsetNet):
 @pytest.mark.parametrize("least, most", [(2, 2), (1, 3)])
 def test_training_step_runs_between_min_and_max_click_rounds(least, most):
     true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
-    config = Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5},
-                             "Train": {"min_click_rounds": least, "max_click_rounds": most, "prev_heatmap": "full"},
-                             "Morph": {"use": False}})
+    config = _config("full", least, most)
     batch = {"image": torch.zeros(1, 3, *SIZE), "coords_rc": true_rc, "clicks": [np.array([], dtype=np.int64)],
              "morph_mask": torch.ones(1, dtype=torch.bool)}
     rng = np.random.default_rng(0)

@@ -131,7 +131,8 @@ def test_render_strip_rejects_bad_inputs():
 
 def test_strip_panels_rescale_grid_coordinates_and_take_the_clicks_made_so_far():
     arrays = make_arrays(n_images=1, max_clicks=3)
-    panels = strip_panels(arrays, 0, (2.0, 2.0), (0, 3))
+    display_rc = 2 * np.asarray(arrays["image_size_rc"])
+    panels = strip_panels(arrays, 0, display_rc, (0, 3))
     assert [p.title for p in panels] == ["truth", "model revision, 0 clicks", "model revision, 3 clicks",
                                          "X-ray", "manual revision, 0 clicks", "manual revision, 3 clicks"]
     assert panels[2].pred_xy == pytest.approx(2.0 * arrays["model_sargmax_rc"][0, 3][:, ::-1])

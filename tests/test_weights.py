@@ -10,7 +10,8 @@ import pytest
 import torch
 from munch import Munch
 
-from model import InteractiveKeypointNet, UnsafeCheckpointError, load_imagenet_hrnet, load_weights, save_checkpoint
+from model import (CheckpointError, InteractiveKeypointNet, UnsafeCheckpointError, load_imagenet_hrnet, load_weights,
+                   read_checkpoint, save_checkpoint)
 from conftest import SHARED
 
 K = 68
@@ -140,8 +141,43 @@ def test_values_that_need_pickling_are_refused_when_saving(tmp_path):
 
 
 def test_missing_checkpoint_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="absent.pth"):
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*absent.pth"):
         load_weights(small_net(), tmp_path / "absent.pth")
+
+
+def _broken_files(tmp_path) -> dict:
+    good = tmp_path / "good.pth"
+    save_checkpoint(good, small_net(0), epoch=1)
+    data = good.read_bytes()
+    files = {"empty": b"", "truncated": data[: len(data) // 2], "random": np.random.default_rng(0).bytes(4000),
+             "text": b"model: weights\n" * 20}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.pth"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "the file is empty"), ("truncated", "truncated or corrupt checkpoint"),
+    ("random", "not a PyTorch checkpoint"), ("text", "not a PyTorch checkpoint")])
+def test_broken_files_are_named_and_told_apart_from_pickled_ones(tmp_path, kind, message):
+    path = _broken_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    text = str(info.value)
+    assert message in text and str(path) in text and "\n" not in text
+    assert not isinstance(info.value, UnsafeCheckpointError) and "allow-pickle" not in text
+
+
+def test_non_finite_weights_are_refused_with_a_count(tmp_path):
+    net = small_net(0)
+    with torch.no_grad():
+        next(net.parameters())[0].fill_(float("nan"))
+    path = tmp_path / "nan.pth"
+    save_checkpoint(path, net)
+    with pytest.raises(CheckpointError, match=r"nan.pth: 1 of \d+ weight tensors hold NaN or infinite values"):
+        read_checkpoint(path)
 
 
 # --- ImageNet HRNet initialisation -------------------------------------------------------------------

@@ -22,11 +22,12 @@ from tqdm.auto import tqdm  # noqa: E402
 import util  # noqa: E402
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
 from misc.click_response import displaced_click_response  # noqa: E402
-from misc.decoding import decode  # noqa: E402
-from misc.evaluation import network_predictor  # noqa: E402
-from model import build_model, load_weights  # noqa: E402
+from misc.errors import BadInput, report_bad_input  # noqa: E402
+from model import read_checkpoint  # noqa: E402
+from model.predictor import Predictor  # noqa: E402
 
 
+@report_bad_input
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint with its config (pretrained/*.pth, save/<run>/best.pth)")
@@ -38,21 +39,21 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    config = util.config_from_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint)  # read once: config and weights
+    config = checkpoint.config()
     if config is None:
-        raise SystemExit(f"{args.checkpoint}: no config stored in the checkpoint")
+        raise BadInput(f"{args.checkpoint}: no config stored in the checkpoint")
     if args.data:
         config.PATH.DATA.TABLE = config.PATH.DATA.IMAGE = args.data
     try:
         keypoints = [int(k) for k in args.keypoints.split(",")]
     except ValueError:
-        raise SystemExit(f"--keypoints must be comma-separated integers, got '{args.keypoints}'") from None
+        raise BadInput(f"--keypoints must be comma-separated integers, got '{args.keypoints}'") from None
     if any(not 0 <= k < config.Dataset.num_keypoint for k in keypoints):
-        raise SystemExit(f"--keypoints must lie in 0..{config.Dataset.num_keypoint - 1}, got {keypoints}")
+        raise BadInput(f"--keypoints must lie in 0..{config.Dataset.num_keypoint - 1}, got {keypoints}")
     device = util.select_device(args.device)
-    net = build_model(config)
-    load_weights(net, args.checkpoint)
-    net.to(device).eval()
+    predictor = Predictor.from_checkpoint(checkpoint, config)
+    predictor.net.to(device)
     loader = torch.utils.data.DataLoader(KeypointDataset(config, args.split, train=False),
                                          batch_size=args.batch_size, collate_fn=collate)
     totals: dict[str, float] = {}
@@ -63,8 +64,8 @@ def main(argv=None) -> int:
         def predict(click_rc, clicked):
             # no previous prediction is fed: this isolates what the click itself does
             with torch.no_grad():
-                probs = network_predictor(net, image, click_rc.to(device), config)(clicked.to(device), None)
-            return decode(probs, config.Dataset.subpixel_decoding, config.Dataset.subpixel_decoding_patch_size).cpu()
+                probs = predictor.probs(image, click_rc.to(device), clicked.to(device))
+            return predictor.points(probs).cpu()
 
         for k in keypoints:
             response = displaced_click_response(predict, batch["coords_rc"], k, (args.shift, 0.0))

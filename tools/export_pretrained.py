@@ -14,21 +14,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-import util  # noqa: E402
-from model import build_model, load_weights, save_checkpoint  # noqa: E402
-from model.weights import read_checkpoint  # noqa: E402
+from misc.errors import BadInput, report_bad_input  # noqa: E402
+from model import build_model, load_weights, read_checkpoint, save_checkpoint  # noqa: E402
 
 
+@report_bad_input
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a checkpoint written by train.py (best.pth)")
     parser.add_argument("target", help="output file")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
     args = parser.parse_args(argv)
-    stored = read_checkpoint(args.source)
-    config = util.config_from_dict(stored["config"], f"config stored in {args.source}")
+    checkpoint = read_checkpoint(args.source)  # read once: weights and config
+    config = checkpoint.config()
+    if config is None:
+        raise BadInput(f"{args.source}: no config stored in the checkpoint (not written by train.py)")
     net = build_model(config)
-    info = load_weights(net, args.source)
+    info = load_weights(net, checkpoint)
     precision = "float16" if args.half else "float32"
     if args.half:
         net.half()
