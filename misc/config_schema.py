@@ -48,7 +48,7 @@ def _choice(*choices, help=""):
 
 
 # Model.prev_heatmap (see its help); the rule itself is applied in model/predictor.py
-PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full")
+PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full", "none")
 
 # Official names: "mm" = the original image frame, which on AASCE (no pixel spacing) is ORIGINAL PIXELS;
 # "pixel" = pixels of the network grid (misc/frames.py)
@@ -98,7 +98,8 @@ SCHEMA: dict = {
                              help="the previous prediction fed back with the clicks: 'clicked_at_test' "
                                   "(official) all channels in the training click rounds, only the clicked "
                                   "channels when predicting (evaluation, demo); 'clicked' only the clicked "
-                                  "channels in both; 'full' all channels in both"),
+                                  "channels in both; 'full' all channels in both; 'none' never (ablation: "
+                                  "the network sees only the clicks, the previous-heatmap input is zeros)"),
     },
     "Optimizer": {
         "optimizer": _choice("Adam", "AdamW"),

@@ -40,8 +40,8 @@ def check_finite(probs: torch.Tensor, where: str) -> torch.Tensor:
 def previous_input(probs: torch.Tensor | None, clicked: torch.Tensor, rule: str, training: bool) -> torch.Tensor | None:
     """What the network receives as previous heatmap: the last prediction ``probs`` (B, K, H, W), all
     channels or only the clicked ones (B, K) by ``rule`` (Model.prev_heatmap), or None (= zeros) when
-    there is no last prediction or nothing is clicked yet (the first round)."""
-    if probs is None or not bool(clicked.any()):
+    there is no last prediction, nothing is clicked yet (the first round) or the rule is 'none'."""
+    if rule == "none" or probs is None or not bool(clicked.any()):
         return None
     only_clicked = rule == "clicked" or (rule == "clicked_at_test" and not training)
     return keep_channels(probs, clicked) if only_clicked else probs

@@ -98,6 +98,16 @@ def _config(rule):
                                        "subpixel_decoding_patch_size": 5}, "Model": {"prev_heatmap": rule}})
 
 
+def test_predictor_without_previous_heatmap_feeds_only_clicks():
+    true_rc = _truth(batch=1)
+    net = RecordingNet(true_rc, torch.ones_like(true_rc) * 3)
+    predictor = Predictor(net, _config("none"))
+    clicker, kind = choice_clicker(true_rc, "hargmax_pixel_MRE", SIZE, None)
+    model, _ = run_revisions(predictor.bind(torch.zeros(1, 3, *SIZE), true_rc), predictor.decode, clicker, 3, kind)
+    assert model.clicks().shape == (1, 3) and len(net.fed) == 4
+    assert all(prev is None for prev in net.fed)
+
+
 @pytest.mark.parametrize("rule, only_clicked", [("clicked_at_test", True), ("clicked", True), ("full", False)])
 def test_predictor_feeds_the_previous_prediction_by_the_rule(rule, only_clicked):
     true_rc = _truth(batch=1)

@@ -56,6 +56,17 @@ def test_rounds_click_the_worst_points_and_feed_previous_heatmaps_by_the_rule(ru
     assert not bool(net.fed[0].any())  # the first round starts without a previous prediction
 
 
+def test_rounds_without_previous_heatmap_still_click_but_feed_nothing():
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    offsets = torch.zeros_like(true_rc)
+    offsets[0, :, 0] = torch.tensor([0.0, 5.0, 1.0, 9.0, 0.0, 3.0])
+    net = OffsetNet(true_rc, offsets)
+    clicker = Clicker(true_rc, torch.zeros(1, K, dtype=torch.bool))
+    prev = simulate_click_rounds(Predictor(net, _config("none")), torch.zeros(1, 3, *SIZE), clicker, 2)
+    assert torch.nonzero(clicker.clicked[0]).flatten().tolist() == [1, 3]
+    assert prev is None and len(net.fed) == 2 and not any(bool(fed.any()) for fed in net.fed)
+
+
 def test_zero_rounds_keep_the_clicks_and_feed_nothing():
     true_rc = torch.rand(2, K, 2) * 20
     clicked0 = torch.rand(2, K) > 0.5
