@@ -5,13 +5,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-
-def flip_swap_permutation(num_keypoints: int) -> np.ndarray:
-    """Index map that swaps left/right corners: 4v <-> 4v+1 and 4v+2 <-> 4v+3."""
-    if num_keypoints % 4:
-        raise ValueError(f"left/right swap needs 4 corners per vertebra, got {num_keypoints} keypoints")
-    perm = np.arange(num_keypoints).reshape(-1, 2)[:, ::-1].reshape(-1)
-    return perm
+from misc.frames import flip_swap_permutation
 
 
 def build_transform(aug_cfg, image_size_rc, train: bool) -> A.Compose:

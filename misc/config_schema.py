@@ -143,6 +143,10 @@ SCHEMA: dict = {
         "max_clicks": _int(0),
         "table_clicks": _int(0),
         "noc_thresholds": Spec(list, item=float, minimum=0.0, help="MRE thresholds (original px)"),
+        "flip_average": Spec(bool, default=False,
+                             help="predict the image and its mirror (clicks and previous heatmap mirrored, "
+                                  "left/right corners swapped) and average the two heatmaps; twice the "
+                                  "cost. Evaluation and demo only, never in training. false = paper"),
     },
     "MISC": {
         "TB": BOOL,

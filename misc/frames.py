@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["grid_to_original", "grid_to_original_px", "original_xy_to_grid_rc", "grid_rc_to_original_xy"]
+__all__ = ["grid_to_original", "grid_to_original_px", "original_xy_to_grid_rc", "grid_rc_to_original_xy",
+           "flip_swap_permutation", "mirror_maps"]
 
 
 def grid_to_original(coords_rc: torch.Tensor, grid_size_rc, raw_size_rc: torch.Tensor,
@@ -61,3 +62,19 @@ def grid_rc_to_original_xy(points_rc, grid_size_rc, original_size_rc) -> np.ndar
     """One image: grid (row, col) (..., 2) -> original-pixel (x, y), float64 (inverse of the above)."""
     points = np.asarray(points_rc, dtype=np.float64)[..., ::-1]
     return np.ascontiguousarray(points / _grid_per_px_xy(grid_size_rc, original_size_rc))
+
+
+def flip_swap_permutation(num_keypoints: int) -> np.ndarray:
+    """Index map that swaps left/right corners: 4v <-> 4v+1 and 4v+2 <-> 4v+3. In a mirrored image the
+    top-left corner of a vertebra is the mirror of its top-right one, so mirroring points or heatmaps
+    also swaps these labels (an involution: applying it twice is the identity)."""
+    if num_keypoints % 4:
+        raise ValueError(f"left/right swap needs 4 corners per vertebra, got {num_keypoints} keypoints")
+    return np.arange(num_keypoints).reshape(-1, 2)[:, ::-1].reshape(-1)
+
+
+def mirror_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint maps (B, K, rows, cols) of the left-right mirrored image: each map flipped along
+    the columns and the corner labels swapped. Its own inverse."""
+    perm = torch.from_numpy(flip_swap_permutation(maps.shape[1])).to(maps.device)
+    return maps.flip(-1).index_select(1, perm)

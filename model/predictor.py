@@ -20,7 +20,7 @@ import torch
 
 from misc.decoding import decode, hard_argmax
 from misc.errors import BadInput
-from misc.frames import grid_to_original
+from misc.frames import grid_to_original, mirror_maps
 from misc.heatmaps import gaussian_heatmaps, keep_channels
 
 __all__ = ["Predictor", "previous_input", "NonFinitePrediction", "check_finite"]
@@ -59,6 +59,7 @@ class Predictor:
         self.subpixel = bool(config.Dataset.subpixel_decoding)
         self.patch_size = int(config.Dataset.subpixel_decoding_patch_size)
         self.prev_rule = str(config.Model.prev_heatmap)
+        self.flip_average = bool(config.get("Test", {}).get("flip_average", False))
 
     @classmethod
     def from_checkpoint(cls, source, config=None, *, allow_pickle: bool = False, fast: bool = False,
@@ -91,10 +92,16 @@ class Predictor:
               last_probs: torch.Tensor | None = None, training: bool = False) -> torch.Tensor:
         """Sigmoid heatmaps (B, K, rows, cols) for clicks at ``click_rc`` on the ``clicked`` channels,
         given the last prediction ``last_probs`` (all channels; the previous-heatmap rule is applied
-        here). ``training``: the call is a training-time click round (the rule may differ)."""
+        here). ``training``: the call is a training-time click round (the rule may differ; no flip
+        averaging there)."""
         prev = self.previous(last_probs, clicked, training)
-        logits = self.net(image, self.click_maps(click_rc, clicked), prev, with_aux=False)[0]
-        return torch.sigmoid(logits)
+        maps = self.click_maps(click_rc, clicked)
+        probs = torch.sigmoid(self.net(image, maps, prev, with_aux=False)[0])
+        if self.flip_average and not training:
+            mirrored_prev = None if prev is None else mirror_maps(prev)
+            mirrored = torch.sigmoid(self.net(image.flip(-1), mirror_maps(maps), mirrored_prev, with_aux=False)[0])
+            probs = (probs + mirror_maps(mirrored)) / 2
+        return probs
 
     def decode(self, probs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Grid (row, col) (B, K, 2) per decoding: "hargmax" (the maximum) and "sargmax" (the

@@ -146,3 +146,59 @@ def test_clicks_to_reach_counts_first_click_under_threshold_and_flags_failures()
     per_image = torch.tensor([[50.0, 30.0, 10.0], [5.0, 4.0, 3.0], [50.0, 45.0, 41.0]])
     noc, failed = clicks_to_reach(per_image, 20.0)
     assert noc.tolist() == [2, 0, 2] and failed.tolist() == [False, False, True]
+
+
+class AsymmetricNet(torch.nn.Module):
+    """logits[b, k] = (k + 1) * image + a column ramp + clicks + previous: not mirror-symmetric, so a
+    wrong flip, a missing label swap or unmirrored clicks change the average."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, image, click_maps, prev, with_aux=True):
+        self.calls.append((image.clone(), click_maps.clone(), None if prev is None else prev.clone()))
+        scale = torch.arange(1, click_maps.shape[1] + 1, dtype=image.dtype)[None, :, None, None]
+        ramp = torch.linspace(-2, 2, image.shape[-1])
+        logits = scale * image[:, :1] + ramp + 3 * click_maps + (0 if prev is None else prev)
+        return (logits, None)
+
+
+def _flip_config(flip):
+    config = _config("clicked")
+    config.Test = Munch(flip_average=flip)
+    return config
+
+
+def test_flip_average_is_the_mean_of_the_plain_and_the_mirrored_prediction():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(2, 3, *SIZE, generator=g) * 2 - 1
+    true_rc = _truth(batch=2)
+    clicked = torch.zeros(2, K, dtype=torch.bool)
+    clicked[:, [1, 6]] = True
+    last = torch.rand(2, K, *SIZE, generator=g)
+    plain = Predictor(AsymmetricNet(), _flip_config(False)).probs(image, true_rc, clicked, last).numpy()
+    net = AsymmetricNet()
+    averaged = Predictor(net, _flip_config(True)).probs(image, true_rc, clicked, last).numpy()
+    # the mirrored call by hand: columns reversed, corners 4v <-> 4v+1 and 4v+2 <-> 4v+3 swapped
+    swap = np.array([1, 0, 3, 2, 5, 4, 7, 6])
+    (_, maps, prev), (mirrored_image, mirrored_maps, mirrored_prev) = net.calls
+    np.testing.assert_array_equal(mirrored_image.numpy(), image.numpy()[..., ::-1])
+    np.testing.assert_array_equal(mirrored_maps.numpy(), maps.numpy()[:, swap, :, ::-1])
+    np.testing.assert_array_equal(mirrored_prev.numpy(), prev.numpy()[:, swap, :, ::-1])
+    scale = np.arange(1, K + 1)[None, :, None, None]
+    logits = scale * mirrored_image.numpy()[:, :1] + np.linspace(-2, 2, SIZE[1]) + 3 * mirrored_maps.numpy() \
+        + mirrored_prev.numpy()
+    mirrored_probs = 1 / (1 + np.exp(-logits))
+    expected = (plain + mirrored_probs[:, swap, :, ::-1]) / 2
+    np.testing.assert_allclose(averaged, expected, rtol=0, atol=1e-6)
+    assert not np.allclose(averaged, plain, atol=1e-3)
+
+
+def test_flip_average_is_never_used_in_training_rounds():
+    net = AsymmetricNet()
+    clicked = torch.zeros(1, K, dtype=torch.bool)
+    Predictor(net, _flip_config(True)).probs(torch.zeros(1, 3, *SIZE), _truth(batch=1), clicked, None, training=True)
+    assert len(net.calls) == 1
