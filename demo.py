@@ -2,6 +2,8 @@
 
     python demo.py                                  # the committed CPU model, http://127.0.0.1:8765/
     python demo.py --checkpoint save/quick/best.pth --port 9000
+    python demo.py --images xrays/                  # annotate a folder; every edit is saved at once
+    python demo.py --images xrays/ --export OUT [--all]   # write OUT as a boostnet_labeldata tree, exit
 
 Serves only this computer (127.0.0.1) unless told otherwise; runs on CPU. See demo/server.py for the
 JSON API.
@@ -44,7 +46,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="open checkpoints that hold pickled objects (only files you trust)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    folder = parser.add_argument_group("annotating a folder")
+    folder.add_argument("--images", default=None,
+                        help="folder of X-rays (.jpg/.jpeg/.png) to annotate: the page lists them, and every edit "
+                             "is saved at once in the annotations folder")
+    folder.add_argument("--annotations", default=None,
+                        help="folder for the saved work (keypoints.sqlite3) and where existing annotations are "
+                             "looked for (<image name>.mat with p2, or the tool's JSON/CSV); default: the "
+                             "--images folder")
+    folder.add_argument("--export", default=None, metavar="OUT",
+                        help="write the images marked done as a boostnet_labeldata tree at OUT (for "
+                             "data_preprocessing.py --source OUT) and exit; needs --images")
+    folder.add_argument("--all", action="store_true",
+                        help="with --export: every image that has points, not only those marked done")
+    folder.add_argument("--test-share", type=float, default=None,
+                        help="with --export: share of the images put in the test split (default 0.2, at least one)")
     args = parser.parse_args(argv)
+    if (args.export or args.annotations or args.all or args.test_share is not None) and not args.images:
+        parser.error("--annotations, --export, --all and --test-share need --images DIR")
+    if (args.all or args.test_share is not None) and not args.export:
+        parser.error("--all and --test-share only apply to --export OUT")
     if args.port < 0 or args.port > 65535:
         parser.error("--port must be 0..65535")
     if args.threads < 0:
@@ -86,9 +107,51 @@ def load_predictor(args):
     return KeypointPredictor.from_checkpoint(path, config, allow_pickle=args.allow_pickle)
 
 
+def open_folder(args):
+    """(Worklist, AnnotationStore) of --images/--annotations; ValueError/StoreError with a message."""
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+
+    worklist = Worklist(args.images, args.annotations)
+    if not worklist.names():
+        raise ValueError(f"{worklist.images_dir}: no .jpg, .jpeg or .png images in this folder")
+    worklist.annotations_dir.mkdir(parents=True, exist_ok=True)
+    return worklist, AnnotationStore(worklist.annotations_dir / STORE_NAME)
+
+
+def export_main(args) -> int:
+    """--export: the annotated images as a raw AASCE tree; no model needed."""
+    from demo.dataset_export import DEFAULT_TEST_SHARE, ExportError, export_folder
+    from demo.images import ImageError
+    from demo.store import StoreError
+    from demo.worklist import AnnotationFileError
+
+    try:
+        worklist, store = open_folder(args)
+        share = DEFAULT_TEST_SHARE if args.test_share is None else args.test_share
+        report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=share)
+    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {report['path']}: {report['training']} training and {report['test']} test images")
+    print(f"next: {report['command']}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.export:
+        return export_main(args)
+    folder = None
+    if args.images:
+        from demo.store import StoreError
+
+        try:
+            folder = open_folder(args)
+        except (ValueError, OSError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     import torch
 
     from demo.server import DemoApp, create_server
@@ -103,7 +166,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     predictor.warm_up()
-    app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    worklist, store = folder or (None, None)
+    app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                  worklist=worklist, store=store)
     try:
         server = create_server(app, args.host, args.port, allow_remote=args.allow_remote)
     except (ValueError, OSError) as exc:
@@ -111,6 +176,8 @@ def main(argv=None) -> int:
         return 2
     print(f"model: {predictor.source} ({predictor.model_name}, {predictor.size_rc[0]}x{predictor.size_rc[1]}, "
           f"{torch.get_num_threads()} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+    if worklist is not None:
+        print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
     print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)
     try:
         server.serve_forever()
