@@ -470,8 +470,9 @@
   }
 
   function commitFix(index, xy, t0) {
-    doc.fixed = { ...doc.fixed, [String(index)]: [xy[0], xy[1]] };
-    doc.points = doc.points.map((p, i) => (i === index ? [xy[0], xy[1]] : p));
+    // a new object: `saved` keeps the server's state for a revert
+    doc = { ...doc, fixed: { ...doc.fixed, [String(index)]: [xy[0], xy[1]] },
+      points: doc.points.map((p, i) => (i === index ? [xy[0], xy[1]] : p)) };
     render();
     requestRefine(t0);
   }
@@ -480,7 +481,7 @@
     if (!doc || !Object.prototype.hasOwnProperty.call(doc.fixed, String(index))) return;
     const fixed = { ...doc.fixed };
     delete fixed[String(index)];
-    doc.fixed = fixed;
+    doc = { ...doc, fixed };
     render();
     requestRefine(performance.now());
   }
