@@ -1,5 +1,6 @@
-"""Latency of one refinement in the annotation tool (issue 8: at most 1 s from mouse release to redrawn
-points), on CPU, for a real-size synthetic X-ray.
+"""Latency of one refinement in the annotation tool, on CPU, for a real-size synthetic X-ray. Target
+(issue 15): at most 150 ms median from mouse release to redrawn points on the 2-core machine when it is
+otherwise idle; the load average is printed with the numbers, since other jobs change them several-fold.
 
 Measures, per refinement (a different point fixed each time, all earlier ones kept, as a person works):
   model_s     the network call alone (KeypointPredictor.predict: click maps, forward, decoding)
@@ -38,7 +39,7 @@ from demo.server import DemoApp, create_server  # noqa: E402
 from demo.session import AnnotationSession  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / DEFAULT_CHECKPOINT_NAME
-TARGET_S = 1.0
+TARGET_MEDIAN_S = 0.150
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from dataset.synthetic import make_sample
 
+    load_before = [round(v, 2) for v in os.getloadavg()]
     predictor = load(args)
     predictor.warm_up()
     sample = make_sample(0, "test", args.example)
@@ -130,11 +132,14 @@ def main(argv=None) -> int:
         "checkpoint": predictor.source, "model": predictor.model_name, "network_size_rc": list(predictor.size_rc),
         "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": args.threads,
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()], "torch": torch.__version__,
+        "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "torch": torch.__version__,
         "model_s": summary(model_s), "session_s": summary(session_s), "http_s": summary(http_s),
-        "target_s": TARGET_S,
+        "target_median_s": TARGET_MEDIAN_S,
     }
-    result["meets_target"] = result["http_s"]["max_s"] < TARGET_S
+    # the browser's own share (event, fetch, SVG update, next frame) is a few ms on top: see
+    # tests/test_demo_browser.py, which prints the whole path
+    result["meets_target"] = result["http_s"]["median_s"] <= TARGET_MEDIAN_S
     text = json.dumps(result, indent=1)
     print(text)
     if args.output:
