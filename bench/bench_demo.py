@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="torch intra-op threads (default: as demo.py, all cores but one)")
     parser.add_argument("--example", type=int, default=0, help="synthetic test image index (seed 0)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="the network on PyTorch or on ONNX Runtime (demo.onnx_backend)")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1:
@@ -96,6 +98,10 @@ def main(argv=None) -> int:
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     predictor = load(args)
+    if args.backend == "onnx":
+        from demo.onnx_backend import use_onnx_runtime
+
+        use_onnx_runtime(predictor, threads=args.threads)
     predictor.warm_up()
     sample = make_sample(0, "test", args.example)
     true_xy = sample.points_xy.astype(float)
@@ -131,6 +137,7 @@ def main(argv=None) -> int:
     result = {
         "checkpoint": predictor.source, "model": predictor.model_name, "network_size_rc": list(predictor.size_rc),
         "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": args.threads,
+        "backend": args.backend,
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__,
