@@ -6,22 +6,32 @@ static page in ``demo/static``.
     server.serve_forever()
 
 API (all JSON unless stated; coordinates are (x, y) in original image pixels; errors are
-``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown session or route,
-409 nothing to undo, 413 upload too large, 415 not a JPEG/PNG image or not JSON):
+``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown route or image,
+409 nothing to undo/redo, 410 the session is not open (the edit was NOT saved), 413 upload too large,
+415 not a JPEG/PNG image or not JSON, 422 an existing annotation file is unusable, 503 the store could
+not save the edit):
 
-    GET  /api/info                              model, point names, examples, upload limit
+    GET  /api/info                              model, point names, examples, upload limit, folder
     POST /api/predict    multipart field image  -> state of a new session (+ "image_url")
     POST /api/example    {"index": i}           -> the same for bundled synthetic example i
     POST /api/refine     {"session", "fixed": {"<index>": [x, y], ...}}  -> state
-    POST /api/undo       {"session"}            -> state before the last refine/reset
+    POST /api/accept     {"session", "points": [indices]}  -> state (those points fixed where they are)
+    POST /api/undo       {"session"}            -> state before the last action
+    POST /api/redo       {"session"}            -> state after the last undone action
     POST /api/reset      {"session"}            -> the first prediction again (undoable)
     GET  /api/state?session=ID                  -> state
     GET  /api/image?session=ID                  -> the image as the model reads it (PNG)
     GET  /api/export?session=ID&format=json|csv|mat   -> attachment
+  with a folder (``demo.py --images DIR``; every action is saved in ``demo.store`` before it is answered):
+    GET  /api/worklist                          the images with status new / in progress / done
+    POST /api/open       {"name"}               -> state of that image (session "f:<name>", reopens itself)
+    POST /api/done       {"session", "done"}    -> state
+    POST /api/export_dataset {"all"}            -> {"path", "training", "test", "images", "command"}
 
 A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fixed": {"<index>": [x, y]},
-"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "action",
-"version", "model_ms"}``; every fixed point in "points" is exactly the value sent.
+"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "can_redo",
+"action", "version", "model_ms", "saved", "persistent", "done", "notes"}``; every fixed point in
+"points" is exactly the value sent.
 
 Safety: by default only loopback peers are served and the Host header must name the loopback address
 (against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
