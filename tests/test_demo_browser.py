@@ -435,7 +435,7 @@ def key(chrome: Chromium, name: str, code: str, vk: int, modifiers: int = 0) -> 
     """One key press (modifiers: 2 = Ctrl, 8 = Shift)."""
     for kind in ("keyDown", "keyUp"):
         chrome.call("Input.dispatchKeyEvent", type=kind, key=name, code=code, windowsVirtualKeyCode=vk,
-                    modifiers=modifiers, **({"text": name} if kind == "keyDown" and not modifiers else {}))
+                    modifiers=modifiers, **({"text": name} if kind == "keyDown" and not modifiers and len(name) == 1 else {}))
 
 
 def open_page(chrome: Chromium, url: str) -> None:
@@ -457,7 +457,7 @@ def test_annotating_a_folder_in_a_real_browser(browser, predictor, tmp_path):
     images = tmp_path / "xrays"
     images.mkdir()
     for index in range(3):
-        sample = make_sample(0, "test", 10 + index, scale=0.5)
+        sample = make_sample(0, "test", 10 + index)  # real size: at full view neighbouring dots crowd
         cv2.imwrite(str(images / sample.name), sample.image)
     names = sorted(p.name for p in images.iterdir())
 
@@ -478,6 +478,17 @@ def test_annotating_a_folder_in_a_real_browser(browser, predictor, tmp_path):
     assert chrome.evaluate("[...document.querySelectorAll('#worklist li')].map(li => li.dataset.name)") == names
     first = state(chrome)
     assert first["name"] == names[0] and first["fixed"] == {}
+
+    # at full view every one of the 68 points can be grabbed: a click on its centre selects it
+    centres = chrome.evaluate("[...Array(68).keys()].map(i => { const r = document.getElementById('kp-' + i)"
+                              ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })")
+    missed = []
+    for index, (x, y) in enumerate(centres):
+        chrome.click(x, y)
+        if not chrome.evaluate(f"document.getElementById('kp-{index}').classList.contains('selected')"):
+            missed.append(index)
+    assert missed == [], f"points that a click on their centre does not select: {missed}"
+    key(chrome, "Escape", "Escape", 27)
 
     # drag a point: fixed, saved
     refines = chrome.evaluate("window.demoStats.refines")
