@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from demo import DEFAULT_CHECKPOINT  # noqa: E402 - the package demo/ (it shadows this file's name on import)
+from demo.dataset_export import DEFAULT_TEST_SHARE  # noqa: E402
 
 FALLBACK_CONFIG = "config/quick.yaml"  # architecture of the untrained stand-in when no checkpoint exists
 DEFAULT_PORT = 8765
@@ -55,20 +56,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "is saved at once in the annotations folder")
     folder.add_argument("--annotations", default=None,
                         help="folder for the saved work (keypoints.sqlite3) and where existing annotations are "
-                             "looked for (<image name>.mat with p2, or the tool's JSON/CSV); default: the "
-                             "--images folder")
+                             "looked for (<image name>.mat with p2, or the tool's JSON/CSV); None: the --images "
+                             "folder")
     folder.add_argument("--export", default=None, metavar="OUT",
                         help="write the images marked done as a boostnet_labeldata tree at OUT (for "
                              "data_preprocessing.py --source OUT) and exit; needs --images")
     folder.add_argument("--all", action="store_true",
                         help="with --export: every image that has points, not only those marked done")
-    folder.add_argument("--test-share", type=float, default=None,
-                        help="with --export: share of the images put in the test split (default 0.2, at least one)")
+    folder.add_argument("--test-share", type=float, default=DEFAULT_TEST_SHARE,
+                        help="with --export: share of the images put in the test split (at least one image)")
     args = parser.parse_args(argv)
-    if (args.export or args.annotations or args.all or args.test_share is not None) and not args.images:
-        parser.error("--annotations, --export, --all and --test-share need --images DIR")
-    if (args.all or args.test_share is not None) and not args.export:
-        parser.error("--all and --test-share only apply to --export OUT")
+    if (args.export or args.annotations or args.all) and not args.images:
+        parser.error("--annotations, --export and --all need --images DIR")
+    if args.all and not args.export:
+        parser.error("--all only applies to --export OUT")
+    if not 0 < args.test_share < 1:
+        parser.error(f"--test-share must be between 0 and 1, got {args.test_share}")
     if args.port < 0 or args.port > 65535:
         parser.error("--port must be 0..65535")
     if args.threads < 0:
@@ -124,15 +127,14 @@ def open_folder(args):
 
 def export_main(args) -> int:
     """--export: the annotated images as a raw AASCE tree; no model needed."""
-    from demo.dataset_export import DEFAULT_TEST_SHARE, ExportError, export_folder
+    from demo.dataset_export import ExportError, export_folder
     from demo.images import ImageError
     from demo.store import StoreError
     from demo.worklist import AnnotationFileError
 
     try:
         worklist, store = open_folder(args)
-        share = DEFAULT_TEST_SHARE if args.test_share is None else args.test_share
-        report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=share)
+        report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=args.test_share)
     except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
