@@ -5,6 +5,8 @@ otherwise idle; the load average is printed with the numbers, since other jobs c
 Measures, per refinement (a different point fixed each time, all earlier ones kept, as a person works):
   model_s     the network call alone (KeypointPredictor.predict: click maps, forward, decoding)
   session_s   AnnotationSession.refine (adds the grid conversions and the history bookkeeping)
+  save_s      saving the session's history after the refinement (demo.store, SQLite on a temporary folder:
+              what every edit of a folder opened with --images adds)
   http_s      POST /api/refine over loopback, JSON encoded and decoded (everything but the browser)
 The browser adds its own share (pointer event, fetch, SVG update, next frame); tests/test_demo_browser.py
 measures the whole path in headless Chromium and prints it.
@@ -23,6 +25,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -37,6 +40,7 @@ from demo import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_NAME  # noqa: E402
 from demo.predictor import KeypointPredictor, default_threads  # noqa: E402
 from demo.server import DemoApp, create_server  # noqa: E402
 from demo.session import AnnotationSession  # noqa: E402
+from demo.store import STORE_NAME, AnnotationStore  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / DEFAULT_CHECKPOINT_NAME
 TARGET_MEDIAN_S = 0.150
@@ -108,12 +112,18 @@ def main(argv=None) -> int:
     sequence = fixed_sequence(true_xy, args.runs)
 
     session = AnnotationSession("bench", sample.name, sample.image, predictor)
-    model_s, session_s = [], []
-    for fixed in sequence:
-        start = time.perf_counter()
-        state = session.refine(fixed)
-        session_s.append(time.perf_counter() - start)
-        model_s.append(state.seconds)
+    model_s, session_s, save_s = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        store = AnnotationStore(Path(folder) / STORE_NAME)
+        for fixed in sequence:
+            start = time.perf_counter()
+            state = session.refine(fixed)
+            session_s.append(time.perf_counter() - start)
+            model_s.append(state.seconds)
+            start = time.perf_counter()
+            store.sync(sample.name, *session.records())
+            save_s.append(time.perf_counter() - start)
+        store.close()
 
     app = DemoApp(predictor)
     server = create_server(app, "127.0.0.1", 0)
@@ -141,7 +151,8 @@ def main(argv=None) -> int:
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__,
-        "model_s": summary(model_s), "session_s": summary(session_s), "http_s": summary(http_s),
+        "model_s": summary(model_s), "session_s": summary(session_s), "save_s": summary(save_s),
+        "http_s": summary(http_s),
         "target_median_s": TARGET_MEDIAN_S,
     }
     # the browser's own share (event, fetch, SVG update, next frame) is a few ms on top: see
