@@ -421,6 +421,17 @@ def test_open_drag_refine_undo_export_in_a_real_browser(browser, demo_server, xr
     shot = chrome.call("Page.captureScreenshot", format="png")["data"]
     SCREENSHOT.write_bytes(base64.b64decode(shot))
     refine_ms = chrome.evaluate("window.demoStats.refineMs")
+
+    # the server drops the image (as when more images are opened than it keeps): the next edit is
+    # answered 410, shown as NOT saved, and not drawn as fixed
+    before = state(chrome)
+    demo_server.app.sessions.discard(before["session"])
+    lost, at = grabbable_point(chrome, 12, exclude=[int(i) for i in before["fixed"]])
+    chrome.drag(at, free_spot(chrome, at))
+    chrome.wait_for("document.getElementById('save-state').textContent.startsWith('NOT saved') && "
+                    "document.getElementById('save-state').textContent.includes('no longer open')", "'NOT saved'")
+    assert state(chrome)["fixed"] == before["fixed"] and state(chrome)["points"] == before["points"]
+    assert not chrome.evaluate(f"document.getElementById('kp-{lost}').classList.contains('fixed')")
     print(f"\nbrowser refinement latency (release -> redrawn), ms: {[round(v) for v in refine_ms]}; "
           f"first drag {drag_ms:.0f} ms; screenshot {SCREENSHOT}; test body {time.monotonic() - started:.1f} s")
 
