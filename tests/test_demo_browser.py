@@ -587,6 +587,15 @@ def test_annotating_a_folder_in_a_real_browser(browser, predictor, tmp_path):
         "brightness(1) contrast(1.6) invert(1)"
     key(chrome, "i", "KeyI", 73)
     assert chrome.evaluate("getComputedStyle(document.getElementById('numbers')).display") == "none"
+    shown = "['points', 'labels'].map(id => getComputedStyle(document.getElementById(id)).display !== 'none')"
+    assert chrome.evaluate(shown) == [True, True]
+    key(chrome, "l", "KeyL", 76)
+    assert chrome.evaluate(shown) == [True, False]
+    key(chrome, "h", "KeyH", 72)
+    assert chrome.evaluate(shown) == [False, False]
+    key(chrome, "h", "KeyH", 72)
+    key(chrome, "l", "KeyL", 76)
+    assert chrome.evaluate(shown) == [True, True]
     worst = second["least_confident"][0]
     chrome.evaluate("document.querySelector('#worst li').click()")
     chrome.wait_for(f"document.getElementById('kp-{worst}').classList.contains('selected')", "the check-first selection")
