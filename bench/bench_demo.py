@@ -13,6 +13,8 @@ measures the whole path in headless Chromium and prints it.
 
     python bench/bench_demo.py                       # the committed model, else the quick config's
     python bench/bench_demo.py --checkpoint save/quick/best.pth --runs 30 --output /tmp/bench_demo.json
+    python bench/bench_demo.py --backend onnx        # the network on ONNX Runtime (demo.onnx_backend)
+    python bench/bench_demo.py --compare-backends    # PyTorch and ONNX Runtime alternately, same load
 
 Latency does not depend on the weight values: without a checkpoint the quick config's architecture
 (config/quick.yaml) runs with random weights.
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from demo import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_NAME  # noqa: E402
@@ -59,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--example", type=int, default=0, help="synthetic test image index (seed 0)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="the network on PyTorch or on ONNX Runtime (demo.onnx_backend)")
+    parser.add_argument("--compare-backends", action="store_true",
+                        help="instead: time PyTorch and ONNX Runtime predictions alternately, call by call, so "
+                             "that both see the same load")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1:
@@ -95,10 +101,47 @@ def summary(seconds: list[float]) -> dict:
             "max_s": ordered[-1], "min_s": ordered[0]}
 
 
+def compare_backends(args, sample) -> dict:
+    """Alternate PyTorch and ONNX Runtime predictions of the same growing click sets (KeypointPredictor
+    .predict on the network grid); medians are comparable because each pair ran under the same load."""
+    from demo.onnx_backend import use_onnx_runtime
+
+    reference, onnx = load(args), load(args)
+    use_onnx_runtime(onnx, threads=args.threads)
+    reference.warm_up()
+    onnx.warm_up()
+    image = reference.network_image(sample.image)
+    first = reference.predict(image, {}, None)
+    rows, cols = reference.size_rc
+    scale = np.array([rows / sample.image.shape[0], cols / sample.image.shape[1]])
+    times = {"torch": [], "onnx": []}
+    worst = 0.0
+    for fixed in fixed_sequence(sample.points_xy.astype(float), args.runs):
+        fixed_rc = {i: tuple(np.array([y, x]) * scale) for i, (x, y) in fixed.items()}
+        outputs = {}
+        for name, predictor in (("torch", reference), ("onnx", onnx)):
+            start = time.perf_counter()
+            outputs[name] = predictor.predict(image, fixed_rc, first.probs)
+            times[name].append(time.perf_counter() - start)
+        worst = max(worst, float((outputs["torch"].probs - outputs["onnx"].probs).abs().max()))
+    return {name: summary(values) for name, values in times.items()} | {"max_prob_difference": worst}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from dataset.synthetic import make_sample
+
+    if args.compare_backends:
+        load_before = [round(v, 2) for v in os.getloadavg()]
+        result = compare_backends(args, make_sample(0, "test", args.example))
+        result |= {"runs": args.runs, "threads": args.threads, "load_average_before": load_before,
+                   "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        return 0
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     predictor = load(args)

@@ -222,7 +222,7 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def predictor():
-    """The model as ``python demo.py`` loads it (same CPU threads)."""
+    """The model as ``python demo.py`` loads it (same CPU threads, same backend)."""
     import torch
 
     from demo.predictor import KeypointPredictor, default_threads
@@ -236,6 +236,10 @@ def predictor():
         from util import load_config
 
         predictor = KeypointPredictor.untrained_from_config(load_config(REPO / "config" / "quick.yaml", TINY_MODEL))
+    from demo.onnx_backend import onnx_runtime_available, use_onnx_runtime
+
+    if onnx_runtime_available():  # as demo.py's default backend (auto)
+        use_onnx_runtime(predictor, threads=torch.get_num_threads())
     predictor.warm_up()
     yield predictor
     torch.set_num_threads(threads)
