@@ -2,6 +2,8 @@
 
     python demo.py                                  # the committed CPU model, http://127.0.0.1:8765/
     python demo.py --checkpoint save/quick/best.pth --port 9000
+    python demo.py --images xrays/                  # annotate a folder; every edit is saved at once
+    python demo.py --images xrays/ --export OUT [--all]   # write OUT as a boostnet_labeldata tree, exit
 
 Serves only this computer (127.0.0.1) unless told otherwise; runs on CPU. See demo/server.py for the
 JSON API.
@@ -19,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from demo import DEFAULT_CHECKPOINT  # noqa: E402 - the package demo/ (it shadows this file's name on import)
+from demo.dataset_export import DEFAULT_TEST_SHARE  # noqa: E402
 
 FALLBACK_CONFIG = "config/quick.yaml"  # architecture of the untrained stand-in when no checkpoint exists
 DEFAULT_PORT = 8765
@@ -41,10 +44,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-sessions", type=int, default=8, help="images kept in memory at once")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = all cores but one, which keeps slow outliers away)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="run the network on PyTorch or on ONNX Runtime (faster on CPU; checked against "
+                             "PyTorch at start, within 1e-4); auto = ONNX Runtime when installed")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="open checkpoints that hold pickled objects (only files you trust)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    folder = parser.add_argument_group("annotating a folder")
+    folder.add_argument("--images", default=None,
+                        help="folder of X-rays (.jpg/.jpeg/.png) to annotate: the page lists them, and every edit "
+                             "is saved at once in the annotations folder")
+    folder.add_argument("--annotations", default=None,
+                        help="folder for the saved work (keypoints.sqlite3) and where existing annotations are "
+                             "looked for (<image name>.mat with p2, or the tool's JSON/CSV); None: the --images "
+                             "folder")
+    folder.add_argument("--export", default=None, metavar="OUT",
+                        help="write the images marked done as a boostnet_labeldata tree at OUT (for "
+                             "data_preprocessing.py --source OUT) and exit; needs --images")
+    folder.add_argument("--all", action="store_true",
+                        help="with --export: every image that has points, not only those marked done")
+    folder.add_argument("--test-share", type=float, default=DEFAULT_TEST_SHARE,
+                        help="with --export: share of the images put in the test split (at least one image)")
     args = parser.parse_args(argv)
+    if (args.export or args.annotations or args.all) and not args.images:
+        parser.error("--annotations, --export and --all need --images DIR")
+    if args.all and not args.export:
+        parser.error("--all only applies to --export OUT")
+    if not 0 < args.test_share < 1:
+        parser.error(f"--test-share must be between 0 and 1, got {args.test_share}")
     if args.port < 0 or args.port > 65535:
         parser.error("--port must be 0..65535")
     if args.threads < 0:
@@ -86,9 +113,50 @@ def load_predictor(args):
     return KeypointPredictor.from_checkpoint(path, config, allow_pickle=args.allow_pickle)
 
 
+def open_folder(args):
+    """(Worklist, AnnotationStore) of --images/--annotations; ValueError/StoreError with a message."""
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+
+    worklist = Worklist(args.images, args.annotations)
+    if not worklist.names():
+        raise ValueError(f"{worklist.images_dir}: no .jpg, .jpeg or .png images in this folder")
+    worklist.annotations_dir.mkdir(parents=True, exist_ok=True)
+    return worklist, AnnotationStore(worklist.annotations_dir / STORE_NAME)
+
+
+def export_main(args) -> int:
+    """--export: the annotated images as a raw AASCE tree; no model needed."""
+    from demo.dataset_export import ExportError, export_folder
+    from demo.images import ImageError
+    from demo.store import StoreError
+    from demo.worklist import AnnotationFileError
+
+    try:
+        worklist, store = open_folder(args)
+        report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=args.test_share)
+    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {report['path']}: {report['training']} training and {report['test']} test images")
+    print(f"next: {report['command']}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.export:
+        return export_main(args)
+    folder = None
+    if args.images:
+        from demo.store import StoreError
+
+        try:
+            folder = open_folder(args)
+        except (ValueError, OSError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     import torch
 
     from demo.server import DemoApp, create_server
@@ -103,14 +171,33 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    backend = "torch"
+    if args.backend != "torch":
+        from demo.onnx_backend import OnnxBackendError, onnx_runtime_available, use_onnx_runtime
+
+        if args.backend == "onnx" or onnx_runtime_available():
+            try:
+                use_onnx_runtime(predictor, threads=torch.get_num_threads())
+                backend = "ONNX Runtime"
+            except OnnxBackendError as exc:
+                if args.backend == "onnx":
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                print(f"note: {exc}; using PyTorch")
+    if backend != "torch":
+        predictor.warm_up()  # the first ONNX Runtime call is slow: pay it before the first user does
+    worklist, store = folder or (None, None)
+    app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                  worklist=worklist, store=store)
     try:
         server = create_server(app, args.host, args.port, allow_remote=args.allow_remote)
     except (ValueError, OSError) as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     print(f"model: {predictor.source} ({predictor.model_name}, {predictor.size_rc[0]}x{predictor.size_rc[1]}, "
-          f"{torch.get_num_threads()} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+          f"{backend}, {torch.get_num_threads()} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+    if worklist is not None:
+        print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
     print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)
     try:
         server.serve_forever()

@@ -1,15 +1,20 @@
-"""Latency of one refinement in the annotation tool (issue 8: at most 1 s from mouse release to redrawn
-points), on CPU, for a real-size synthetic X-ray.
+"""Latency of one refinement in the annotation tool, on CPU, for a real-size synthetic X-ray. Target
+(issue 15): at most 150 ms median from mouse release to redrawn points on the 2-core machine when it is
+otherwise idle; the load average is printed with the numbers, since other jobs change them several-fold.
 
 Measures, per refinement (a different point fixed each time, all earlier ones kept, as a person works):
   model_s     the network call alone (KeypointPredictor.predict: click maps, forward, decoding)
   session_s   AnnotationSession.refine (adds the grid conversions and the history bookkeeping)
+  save_s      saving the session's history after the refinement (demo.store, SQLite on a temporary folder:
+              what every edit of a folder opened with --images adds)
   http_s      POST /api/refine over loopback, JSON encoded and decoded (everything but the browser)
 The browser adds its own share (pointer event, fetch, SVG update, next frame); tests/test_demo_browser.py
 measures the whole path in headless Chromium and prints it.
 
     python bench/bench_demo.py                       # the committed model, else the quick config's
     python bench/bench_demo.py --checkpoint save/quick/best.pth --runs 30 --output /tmp/bench_demo.json
+    python bench/bench_demo.py --backend onnx        # the network on ONNX Runtime (demo.onnx_backend)
+    python bench/bench_demo.py --compare-backends    # PyTorch and ONNX Runtime alternately, same load
 
 Latency does not depend on the weight values: without a checkpoint the quick config's architecture
 (config/quick.yaml) runs with random weights.
@@ -22,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -30,15 +36,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from demo import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_NAME  # noqa: E402
 from demo.predictor import KeypointPredictor, default_threads  # noqa: E402
 from demo.server import DemoApp, create_server  # noqa: E402
 from demo.session import AnnotationSession  # noqa: E402
+from demo.store import STORE_NAME, AnnotationStore  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / DEFAULT_CHECKPOINT_NAME
-TARGET_S = 1.0
+TARGET_MEDIAN_S = 0.150
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="torch intra-op threads (default: as demo.py, all cores but one)")
     parser.add_argument("--example", type=int, default=0, help="synthetic test image index (seed 0)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="the network on PyTorch or on ONNX Runtime (demo.onnx_backend)")
+    parser.add_argument("--compare-backends", action="store_true",
+                        help="instead: time PyTorch and ONNX Runtime predictions alternately, call by call, so "
+                             "that both see the same load")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1:
@@ -88,24 +101,72 @@ def summary(seconds: list[float]) -> dict:
             "max_s": ordered[-1], "min_s": ordered[0]}
 
 
+def compare_backends(args, sample) -> dict:
+    """Alternate PyTorch and ONNX Runtime predictions of the same growing click sets (KeypointPredictor
+    .predict on the network grid); medians are comparable because each pair ran under the same load."""
+    from demo.onnx_backend import use_onnx_runtime
+
+    reference, onnx = load(args), load(args)
+    use_onnx_runtime(onnx, threads=args.threads)
+    reference.warm_up()
+    onnx.warm_up()
+    image = reference.network_image(sample.image)
+    first = reference.predict(image, {}, None)
+    rows, cols = reference.size_rc
+    scale = np.array([rows / sample.image.shape[0], cols / sample.image.shape[1]])
+    times = {"torch": [], "onnx": []}
+    worst = 0.0
+    for fixed in fixed_sequence(sample.points_xy.astype(float), args.runs):
+        fixed_rc = {i: tuple(np.array([y, x]) * scale) for i, (x, y) in fixed.items()}
+        outputs = {}
+        for name, predictor in (("torch", reference), ("onnx", onnx)):
+            start = time.perf_counter()
+            outputs[name] = predictor.predict(image, fixed_rc, first.probs)
+            times[name].append(time.perf_counter() - start)
+        worst = max(worst, float((outputs["torch"].probs - outputs["onnx"].probs).abs().max()))
+    return {name: summary(values) for name, values in times.items()} | {"max_prob_difference": worst}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from dataset.synthetic import make_sample
 
+    if args.compare_backends:
+        load_before = [round(v, 2) for v in os.getloadavg()]
+        result = compare_backends(args, make_sample(0, "test", args.example))
+        result |= {"runs": args.runs, "threads": args.threads, "load_average_before": load_before,
+                   "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        return 0
+
+    load_before = [round(v, 2) for v in os.getloadavg()]
     predictor = load(args)
+    if args.backend == "onnx":
+        from demo.onnx_backend import use_onnx_runtime
+
+        use_onnx_runtime(predictor, threads=args.threads)
     predictor.warm_up()
     sample = make_sample(0, "test", args.example)
     true_xy = sample.points_xy.astype(float)
     sequence = fixed_sequence(true_xy, args.runs)
 
     session = AnnotationSession("bench", sample.name, sample.image, predictor)
-    model_s, session_s = [], []
-    for fixed in sequence:
-        start = time.perf_counter()
-        state = session.refine(fixed)
-        session_s.append(time.perf_counter() - start)
-        model_s.append(state.seconds)
+    model_s, session_s, save_s = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        store = AnnotationStore(Path(folder) / STORE_NAME)
+        for fixed in sequence:
+            start = time.perf_counter()
+            state = session.refine(fixed)
+            session_s.append(time.perf_counter() - start)
+            model_s.append(state.seconds)
+            start = time.perf_counter()
+            store.sync(sample.name, *session.records())
+            save_s.append(time.perf_counter() - start)
+        store.close()
 
     app = DemoApp(predictor)
     server = create_server(app, "127.0.0.1", 0)
@@ -129,12 +190,17 @@ def main(argv=None) -> int:
     result = {
         "checkpoint": predictor.source, "model": predictor.model_name, "network_size_rc": list(predictor.size_rc),
         "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": args.threads,
+        "backend": args.backend,
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()], "torch": torch.__version__,
-        "model_s": summary(model_s), "session_s": summary(session_s), "http_s": summary(http_s),
-        "target_s": TARGET_S,
+        "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "torch": torch.__version__,
+        "model_s": summary(model_s), "session_s": summary(session_s), "save_s": summary(save_s),
+        "http_s": summary(http_s),
+        "target_median_s": TARGET_MEDIAN_S,
     }
-    result["meets_target"] = result["http_s"]["max_s"] < TARGET_S
+    # the browser's own share (event, fetch, SVG update, next frame) is a few ms on top: see
+    # tests/test_demo_browser.py, which prints the whole path
+    result["meets_target"] = result["http_s"]["median_s"] <= TARGET_MEDIAN_S
     text = json.dumps(result, indent=1)
     print(text)
     if args.output:

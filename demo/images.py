@@ -14,10 +14,22 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "decode_upload", "encode_png", "ExampleImages", "MAX_PIXELS", "MIN_SIDE"]
+__all__ = ["ImageError", "decode_upload", "encode_png", "ExampleImages", "MAX_PIXELS", "MAX_DECODED_BYTES",
+           "MAX_CONCURRENT_DECODES", "MIN_SIDE", "decoded_bytes"]
 
 MAX_PIXELS = 60_000_000  # the largest AASCE image has 5.4 million; beyond this is not an X-ray we expect
+# What Pillow's decoded pixels may occupy (pixels x bytes per pixel of the file's mode), checked from the
+# header before anything is decoded: a 113 kB PNG can hold a 16-bit 7745 x 7745 image (114 MiB decoded).
+MAX_DECODED_BYTES = 100 * 2**20
+MAX_CONCURRENT_DECODES = 2  # more at once only multiply the memory peak on a 2-core machine
 MIN_SIDE = 32  # pixels; smaller images cannot hold 17 vertebrae
+CONVERT_ROWS = 256  # deep images are scaled to 8 bits this many rows at a time (bounded float32 scratch)
+# bytes per pixel of Pillow's in-memory storage, by mode (multi-band modes are stored as 4 bytes)
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2,
+                    **{m: 4 for m in ("LA", "La", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+                                      "HSV", "I", "F")}}
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
 
@@ -34,13 +46,41 @@ def _format_of(data: bytes) -> str:
                      f"as .jpg or .png")
 
 
+def decoded_bytes(mode: str, cols: int, rows: int) -> int:
+    """Bytes Pillow needs for the decoded pixels of an image of this mode and size (from the header)."""
+    if mode not in _BYTES_PER_PIXEL:
+        raise ImageError(f"unsupported image mode {mode!r} (expected grayscale, RGB or 16-bit grayscale)")
+    return _BYTES_PER_PIXEL[mode] * cols * rows
+
+
+def stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """A 16-bit / 32-bit / float image stretched from its min..max to 0..255 (round half to even).
+
+    Works on blocks of CONVERT_ROWS rows, so the extra memory is the uint8 result plus one float64
+    block, never a float64 copy of the whole image (8 bytes per pixel: 480 MB for 7745 x 7745).
+    """
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ImageError("the image holds NaN or infinite pixel values")
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    if high <= low:
+        out.fill(0)
+        return out
+    scale = 255.0 / (high - low)
+    for start in range(0, pixels.shape[0], CONVERT_ROWS):
+        block = pixels[start:start + CONVERT_ROWS].astype(np.float64)
+        block -= low
+        block *= scale
+        np.rint(block, out=block)
+        np.clip(block, 0, 255, out=block)
+        out[start:start + CONVERT_ROWS] = block
+    return out
+
+
 def _to_gray_uint8(image: Image.Image) -> np.ndarray:
     """Pillow image of any mode -> 2-D uint8; deep images are stretched from their min..max to 0..255."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        return np.clip(np.round((pixels - low) * scale), 0, 255).astype(np.uint8)
+    if image.mode in _DEEP_MODES:
+        return stretch_to_uint8(np.asarray(image))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent = black, as film
@@ -64,9 +104,14 @@ def decode_upload(data: bytes) -> np.ndarray:
             if rows * cols > MAX_PIXELS:
                 raise ImageError(f"the image is {cols} x {rows} pixels; the tool accepts at most "
                                  f"{MAX_PIXELS / 1e6:.0f} million pixels")
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            gray = _to_gray_uint8(image)
+            size = decoded_bytes(image.mode, cols, rows)
+            if size > MAX_DECODED_BYTES:
+                raise ImageError(f"the image is {cols} x {rows} pixels in mode {image.mode}: {size / 2**20:.0f} MiB "
+                                 f"decoded, more than the {MAX_DECODED_BYTES / 2**20:.0f} MiB the tool accepts")
+            with _decode_slots:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                gray = _to_gray_uint8(image)
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,

@@ -6,22 +6,32 @@ static page in ``demo/static``.
     server.serve_forever()
 
 API (all JSON unless stated; coordinates are (x, y) in original image pixels; errors are
-``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown session or route,
-409 nothing to undo, 413 upload too large, 415 not a JPEG/PNG image or not JSON):
+``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown route or image,
+409 nothing to undo/redo, 410 the session is not open (the edit was NOT saved), 413 upload too large,
+415 not a JPEG/PNG image or not JSON, 422 an existing annotation file is unusable, 503 the store could
+not save the edit):
 
-    GET  /api/info                              model, point names, examples, upload limit
+    GET  /api/info                              model, point names, examples, upload limit, folder
     POST /api/predict    multipart field image  -> state of a new session (+ "image_url")
     POST /api/example    {"index": i}           -> the same for bundled synthetic example i
     POST /api/refine     {"session", "fixed": {"<index>": [x, y], ...}}  -> state
-    POST /api/undo       {"session"}            -> state before the last refine/reset
+    POST /api/accept     {"session", "points": [indices]}  -> state (those points fixed where they are)
+    POST /api/undo       {"session"}            -> state before the last action
+    POST /api/redo       {"session"}            -> state after the last undone action
     POST /api/reset      {"session"}            -> the first prediction again (undoable)
     GET  /api/state?session=ID                  -> state
     GET  /api/image?session=ID                  -> the image as the model reads it (PNG)
     GET  /api/export?session=ID&format=json|csv|mat   -> attachment
+  with a folder (``demo.py --images DIR``; every action is saved in ``demo.store`` before it is answered):
+    GET  /api/worklist                          the images with status new / in progress / done
+    POST /api/open       {"name"}               -> state of that image (session "f:<name>", reopens itself)
+    POST /api/done       {"session", "done"}    -> state
+    POST /api/export_dataset {"all"}            -> {"path", "training", "test", "images", "command"}
 
 A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fixed": {"<index>": [x, y]},
-"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "action",
-"version", "model_ms"}``; every fixed point in "points" is exactly the value sent.
+"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "can_redo",
+"action", "version", "model_ms", "saved", "persistent", "done", "notes"}``; every fixed point in
+"points" is exactly the value sent.
 
 Safety: by default only loopback peers are served and the Host header must name the loopback address
 (against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
@@ -39,17 +49,21 @@ import math
 import re
 import secrets
 import socket
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
 from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
                           SessionStore, State, keypoint_names, parse_fixed, vertebra_names)
+from demo.store import AnnotationStore, StoreError
+from demo.worklist import AnnotationFileError, Worklist
 
 __all__ = ["DemoApp", "Request", "Response", "create_server", "parse_multipart", "FormPart",
            "DEFAULT_MAX_UPLOAD_BYTES", "STATIC_DIR"]
@@ -64,6 +78,7 @@ MAX_FORM_PARTS = 8
 MAX_PART_HEADER_BYTES = 16 * 2**10
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+FOLDER_PREFIX = "f:"  # session ids of folder images: "f:<file name>" (they reopen from the store)
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
         "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -169,9 +184,14 @@ class DemoApp:
     """Routes, sessions and the model; ``handle(Request) -> Response``."""
 
     def __init__(self, predictor: KeypointPredictor, *, max_sessions: int = 8,
-                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, examples: ExampleImages | None = None):
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, examples: ExampleImages | None = None,
+                 worklist: Worklist | None = None, store: AnnotationStore | None = None):
         self.predictor = predictor
         self.sessions = SessionStore(max_sessions)
+        if (worklist is None) != (store is None):
+            raise ValueError("a worklist needs a store and a store a worklist")
+        self.worklist, self.store = worklist, store
+        self._open_lock = threading.Lock()  # one image opened at a time (decode + first prediction)
         self.max_upload_bytes = int(max_upload_bytes)
         self.examples = examples if examples is not None else ExampleImages()
         k = predictor.num_keypoints
@@ -186,7 +206,10 @@ class DemoApp:
             ("GET", "/api/image"): self._image, ("GET", "/api/export"): self._export,
             ("POST", "/api/predict"): self._predict, ("POST", "/api/example"): self._example,
             ("POST", "/api/refine"): self._refine, ("POST", "/api/undo"): self._undo,
-            ("POST", "/api/reset"): self._reset,
+            ("POST", "/api/redo"): self._redo, ("POST", "/api/reset"): self._reset,
+            ("POST", "/api/accept"): self._accept,
+            ("GET", "/api/worklist"): self._worklist, ("POST", "/api/open"): self._open,
+            ("POST", "/api/done"): self._done, ("POST", "/api/export_dataset"): self._export_dataset,
         }
 
     def body_limit(self, path: str) -> int:
@@ -214,7 +237,11 @@ class DemoApp:
         except ImageError as exc:
             return Response.json({"error": str(exc)}, 415)
         except SessionNotFound as exc:
-            return Response.json({"error": str(exc)}, 404)
+            return Response.json({"error": str(exc), "saved": False}, 410)
+        except StoreError as exc:
+            return Response.json({"error": f"NOT saved: {exc}", "saved": False}, 503)
+        except AnnotationFileError as exc:
+            return Response.json({"error": str(exc)}, 422)
         except NothingToUndo as exc:
             return Response.json({"error": str(exc)}, 409)
         except Exception as exc:  # noqa: BLE001 - the page must get a message, the log the traceback
@@ -241,6 +268,7 @@ class DemoApp:
             "vertebra_names": self.vertebra_names, "network_size_rc": list(p.size_rc),
             "examples": self.examples.names(), "max_upload_bytes": self.max_upload_bytes,
             "least_confident_count": NUM_LEAST_CONFIDENT,
+            "folder": str(self.worklist.images_dir) if self.worklist else None,
         })
 
     def _start_session(self, name: str, gray) -> Response:
@@ -272,32 +300,148 @@ class DemoApp:
             raise InputError(str(exc)) from None
         return self._start_session(name, gray)
 
+    # ---------------------------------------------------------------------------------------------
+    # a folder of X-rays (python demo.py --images DIR)
+    # ---------------------------------------------------------------------------------------------
+    def _need_worklist(self) -> Worklist:
+        if self.worklist is None:
+            raise HTTPError(404, "no image folder is open (start the server with --images DIR)")
+        return self.worklist
+
+    def _worklist(self, request: Request) -> Response:
+        worklist = self._need_worklist()
+        saved = self.store.summary()
+        images = []
+        for name in worklist.names():
+            info = saved.get(name)
+            if info is None:  # never opened: a file of points may still exist
+                has_file = any(p.is_file() for p in worklist.annotation_candidates(name))
+                status, edits = ("in progress" if has_file else "new"), 0
+            else:
+                edits = info["entries"] - 1
+                status = "done" if info["done"] else ("in progress" if edits or info["first"] == "load" else "new")
+            images.append({"name": name, "status": status, "edits": edits})
+        return Response.json({"folder": str(worklist.images_dir), "annotations": str(worklist.annotations_dir),
+                              "store": str(self.store.path), "images": images})
+
+    def _open(self, request: Request) -> Response:
+        name = self._json_body(request).get("name")
+        self._need_worklist()
+        session = self._folder_session(f"{FOLDER_PREFIX}{name}" if isinstance(name, str) else None)
+        body = self._state_json(session, session.current)
+        body["image_url"] = f"/api/image?session={quote(session.session_id)}"
+        return Response.json(body)
+
+    def _folder_session(self, session_id) -> AnnotationSession:
+        """An open folder image, or the image opened again from the folder and the store."""
+        found = self.sessions.find(session_id)
+        if found is not None or not (self.worklist and isinstance(session_id, str)
+                                     and session_id.startswith(FOLDER_PREFIX)):
+            return found if found is not None else self.sessions.get(session_id)
+        name = session_id[len(FOLDER_PREFIX):]
+        try:
+            self.worklist.path(name)
+        except KeyError as exc:
+            raise HTTPError(404, str(exc.args[0])) from None
+        with self._open_lock:
+            found = self.sessions.find(session_id)
+            if found is not None:
+                return found
+            gray = self.worklist.read(name)
+            records, cursor_seq = self.store.history(name)
+            loaded, notes = None, []
+            if not records:
+                found_file = self.worklist.existing_annotation(name, self.predictor.num_keypoints,
+                                                               gray.shape[1], gray.shape[0])
+                if found_file is not None:
+                    loaded, notes = (found_file.points_xy, found_file.fixed), found_file.notes
+                    log.info("%s: starting from %s", name, found_file.path)
+            session = AnnotationSession(session_id, name, gray, self.predictor, saved=records or None,
+                                        cursor_seq=cursor_seq, loaded=loaded)
+            session.notes = notes
+            if not records:
+                self.store.sync(name, *session.records())
+            session.on_change = self._save
+            self.sessions.add(session)
+            return session
+
+    def _save(self, session: AnnotationSession) -> None:
+        try:
+            self.store.sync(session.name, *session.records())
+        except StoreError:
+            self.sessions.discard(session.session_id)  # memory is ahead of the store: reopen from the store
+            raise
+
+    def _session(self, session_id) -> AnnotationSession:
+        return self._folder_session(session_id) if self.worklist else self.sessions.get(session_id)
+
+    def _done(self, request: Request) -> Response:
+        body = self._json_body(request)
+        self._need_worklist()
+        session = self._session(body.get("session"))
+        if not isinstance(body.get("done"), bool):
+            raise InputError("'done' must be true or false")
+        if not session.session_id.startswith(FOLDER_PREFIX):
+            raise InputError("only images of the folder can be marked done")
+        self.store.set_done(session.name, body["done"])
+        return Response.json(self._state_json(session, session.current))
+
+    def _export_dataset(self, request: Request) -> Response:
+        from demo.dataset_export import ExportError, export_folder
+
+        body = self._json_body(request)
+        worklist = self._need_worklist()
+        every = body.get("all", False)
+        if not isinstance(every, bool):
+            raise InputError("'all' must be true or false")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = worklist.annotations_dir / "exports" / f"boostnet_labeldata-{stamp}"
+        try:
+            report = export_folder(worklist, self.store, out, every=every, num_keypoints=self.predictor.num_keypoints)
+        except ExportError as exc:
+            raise InputError(str(exc)) from None
+        return Response.json(report)
+
     def _refine(self, request: Request) -> Response:
         body = self._json_body(request)
-        session = self.sessions.get(body.get("session"))
+        session = self._session(body.get("session"))
         if "fixed" not in body:
             raise InputError("the body needs 'fixed': {\"<point index>\": [x, y], ...} (may be empty)")
         fixed = parse_fixed(body["fixed"], session.num_keypoints, session.width, session.height)
         return Response.json(self._state_json(session, session.refine(fixed)))
 
     def _undo(self, request: Request) -> Response:
-        session = self.sessions.get(self._json_body(request).get("session"))
+        session = self._session(self._json_body(request).get("session"))
         return Response.json(self._state_json(session, session.undo()))
 
+    def _redo(self, request: Request) -> Response:
+        session = self._session(self._json_body(request).get("session"))
+        return Response.json(self._state_json(session, session.redo()))
+
     def _reset(self, request: Request) -> Response:
-        session = self.sessions.get(self._json_body(request).get("session"))
+        session = self._session(self._json_body(request).get("session"))
         return Response.json(self._state_json(session, session.reset()))
 
+    def _accept(self, request: Request) -> Response:
+        body = self._json_body(request)
+        session = self._session(body.get("session"))
+        points = body.get("points")
+        k = session.num_keypoints
+        if not (isinstance(points, list) and points and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in points)):
+            raise InputError(f"'points' must be a non-empty list of point indices 0..{k - 1}, got {points!r}")
+        return Response.json(self._state_json(session, session.accept(points)))
+
     def _state(self, request: Request) -> Response:
-        session = self.sessions.get(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"))
         return Response.json(self._state_json(session, session.current))
 
     def _image(self, request: Request) -> Response:
-        session = self.sessions.get(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"))
         return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _export(self, request: Request) -> Response:
-        session = self.sessions.get(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"))
         fmt = self._query_one(request, "format")
         if fmt not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -330,6 +474,8 @@ class DemoApp:
             body = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError:
             raise InputError("the body is not UTF-8 text") from None
+        except RecursionError:
+            raise InputError("the JSON body is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -345,8 +491,11 @@ class DemoApp:
             "confidence": [round(float(c), 4) if math.isfinite(c) else 0.0 for c in state.confidence],
             "least_confident": state.least_confident(),
             "cobb": cobb_summary(state.points_xy, session.height, self.vertebra_names),
-            "can_undo": len(session.history) > 1, "action": state.action, "version": state.version,
-            "model_ms": round(state.seconds * 1000, 1),
+            "can_undo": session.can_undo, "can_redo": session.can_redo, "action": state.action,
+            "version": state.version, "model_ms": round(state.seconds * 1000, 1),
+            "saved": True, "persistent": session.session_id.startswith(FOLDER_PREFIX),
+            "done": session.session_id.startswith(FOLDER_PREFIX) and self.store.is_done(session.name),
+            "notes": getattr(session, "notes", []),
         }
 
 
@@ -466,13 +615,24 @@ class DemoHTTPServer(ThreadingHTTPServer):
         self.app, self.allow_remote = app, allow_remote
         super().__init__(address, _Handler)
         self.port = self.server_address[1]
-        self.allowed_hosts = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+        bound = self.server_address[0]
+        self.url_host = _url_host(bound)
+        # the names a page on this server may use in its Host header (DNS-rebinding guard): the
+        # loopback names and the address it listens on (e.g. --host 127.0.0.2)
+        self.allowed_hosts = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]", self.url_host)}
 
     @property
     def url(self) -> str:
-        host = self.server_address[0]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        """An address a browser on this computer can open (a wildcard address is not one)."""
+        return f"http://{self.url_host}:{self.port}/"
+
+
+def _url_host(bound: str) -> str:
+    if bound in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if bound == "::":
+        return "[::1]"
+    return f"[{bound}]" if ":" in bound else bound
 
 
 def create_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8765,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from demo.predictor import KeypointPredictor
+from misc.frames import grid_rc_to_original_xy, original_xy_to_grid_rc
 
 __all__ = ["InputError", "SessionNotFound", "NothingToUndo", "State", "AnnotationSession", "SessionStore",
            "parse_fixed", "keypoint_names", "vertebra_names", "NUM_LEAST_CONFIDENT"]
@@ -41,14 +42,14 @@ class InputError(ValueError):
 
 
 class SessionNotFound(KeyError):
-    """Unknown or expired session id (HTTP 404)."""
+    """Unknown or expired session id (HTTP 410: the edit it carried was not saved)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown session"
 
 
 class NothingToUndo(ValueError):
-    """Undo at the first state (HTTP 409)."""
+    """Undo at the first state or redo at the last (HTTP 409)."""
 
 
 def vertebra_names(num_keypoints: int) -> list[str]:
@@ -98,9 +99,10 @@ class State:
     fixed_xy: dict[int, tuple[float, float]]
     confidence: np.ndarray  # (K,) peak probability of each predicted heatmap
     probs: torch.Tensor | None  # (K, rows, cols) float16; dropped for old states (memory budget)
-    action: str  # "predict", "refine" or "reset"
+    action: str  # "predict", "load", "refine", "accept" or "reset"
     seconds: float = 0.0  # model time of the action
     version: int = 0  # counts actions in the session (undo included); lets clients spot stale replies
+    seq: int = 0  # position in the image's saved history (increasing, never reused)
 
     def least_confident(self, count: int = NUM_LEAST_CONFIDENT) -> list[int]:
         """Indices of the ``count`` not-fixed points whose heatmap peaks are lowest, lowest first."""
@@ -110,13 +112,24 @@ class State:
 
 @dataclass
 class AnnotationSession:
-    """One image being annotated. Methods are serialised by a per-session lock."""
+    """One image being annotated. Methods are serialised by a per-session lock.
+
+    ``history`` holds every state in order and ``cursor`` the one shown: undo moves the cursor back,
+    redo forward, and a new action drops the states after the cursor (the redo branch) first. Give
+    records (from ``demo.store``) as ``saved`` to continue a saved history, or ``loaded`` (points read from an
+    existing annotation file) to start from them instead of a first prediction.
+    """
 
     session_id: str
     name: str
     gray: np.ndarray = field(repr=False)  # uint8 (height, width), what the page shows and the model reads
     predictor: KeypointPredictor = field(repr=False)
-    history: list[State] = field(default_factory=list, repr=False)
+    saved: list | None = field(default=None, repr=False)  # demo.store.Record list of a saved history
+    cursor_seq: int | None = None  # the saved history's shown entry
+    loaded: tuple | None = field(default=None, repr=False)  # (points_xy (K, 2), fixed indices) from a file
+    # called with the session after every change, under its lock (the server saves there; raising
+    # makes the action fail, and the caller must then drop the session: memory is ahead of the store)
+    on_change: object = field(default=None, repr=False)
 
     def __post_init__(self):
         self.height, self.width = (int(v) for v in self.gray.shape)
@@ -124,67 +137,141 @@ class AnnotationSession:
         self._lock = threading.Lock()
         self._image_t = self.predictor.network_image(self.gray)
         rows, cols = self.predictor.size_rc
-        self._grid_per_px = np.array([cols / self.width, rows / self.height])  # (x, y) -> (col, row)
         probs_bytes = self.num_keypoints * rows * cols * 2
         self._states_with_probs = max(2, PROBS_BUDGET_BYTES // probs_bytes)
         self._version = 0
-        if not self.history:
-            with self._lock:
+        self.history: list[State] = []
+        self.cursor = -1
+        self._next_seq = 1 + max((r.seq for r in self.saved or []), default=-1)
+        with self._lock:
+            if self.saved:
+                self._restore(self.saved, self.cursor_seq)
+            elif self.loaded is not None:
+                self._push(self._from_file(*self.loaded))
+            else:
                 self._push(self._run({}, None, "predict"))
+        self.saved = self.loaded = None  # kept only as the history now
 
     # ---------------------------------------------------------------------------------------------
     @property
     def current(self) -> State:
-        return self.history[-1]
+        return self.history[self.cursor]
+
+    def records(self) -> tuple[list, int]:
+        """(the history as ``demo.store.Record`` entries, the shown entry's seq), for saving."""
+        from demo.store import Record
+
+        return ([Record(s.seq, s.action, s.points_xy.tolist(), dict(s.fixed_xy), s.confidence.tolist())
+                 for s in self.history], self.current.seq)
+
+    @property
+    def can_undo(self) -> bool:
+        return self.cursor > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self.cursor < len(self.history) - 1
 
     def refine(self, fixed_xy: dict[int, tuple[float, float]]) -> State:
         """Re-predict every point not in ``fixed_xy`` (validated {index: (x, y)} original pixels)."""
         with self._lock:
             prev = self.current.probs
-            if prev is None:  # an old state restored by undo: its heatmaps were dropped, recompute them
+            if prev is None:  # a state restored by undo or from the store: recompute its heatmaps
                 prev = self._run(self.current.fixed_xy, None, "refine").probs
             return self._push(self._run(dict(fixed_xy), prev, "refine"))
 
-    def undo(self) -> State:
-        """Back to the state before the last refine or reset; NothingToUndo at the first."""
+    def accept(self, indices: list[int]) -> State:
+        """Mark points as checked where they are now: they become fixed (sent as clicks, never moved by
+        the model again). No prediction runs, so nothing else moves either."""
         with self._lock:
-            if len(self.history) < 2:
+            state = self.current
+            fixed = dict(state.fixed_xy)
+            for i in indices:
+                fixed.setdefault(int(i), (float(state.points_xy[i, 0]), float(state.points_xy[i, 1])))
+            return self._push(State(state.points_xy.copy(), dict(sorted(fixed.items())), state.confidence.copy(),
+                                    state.probs, "accept"))
+
+    def undo(self) -> State:
+        """Back to the state before the last action; NothingToUndo at the first."""
+        with self._lock:
+            if not self.can_undo:
                 raise NothingToUndo("nothing to undo")
-            self.history.pop()
-            self._version += 1
-            self.current.version = self._version
-            return self.current
+            return self._move(-1)
+
+    def redo(self) -> State:
+        """Forward again after an undo; NothingToUndo when nothing was undone."""
+        with self._lock:
+            if not self.can_redo:
+                raise NothingToUndo("nothing to redo")
+            return self._move(+1)
 
     def reset(self) -> State:
         """The first prediction again, with no fixed point (undoable)."""
         with self._lock:
             first = self.history[0]
-            return self._push(State(first.points_xy.copy(), {}, first.confidence.copy(), first.probs, "reset"))
+            return self._push(State(first.points_xy.copy(), dict(first.fixed_xy), first.confidence.copy(),
+                                    first.probs, "reset"))
 
     # ---------------------------------------------------------------------------------------------
     def to_grid_rc(self, x: float, y: float) -> tuple[float, float]:
-        col, row = np.array([x, y]) * self._grid_per_px
+        row, col = original_xy_to_grid_rc([x, y], self.predictor.size_rc, (self.height, self.width))
         return float(row), float(col)
 
     def _run(self, fixed_xy: dict, prev_probs: torch.Tensor | None, action: str) -> State:
         start = time.perf_counter()
         fixed_rc = {i: self.to_grid_rc(*xy) for i, xy in fixed_xy.items()}
         pred = self.predictor.predict(self._image_t, fixed_rc, prev_probs)
-        points_xy = pred.points_rc.double().numpy()[:, ::-1] / self._grid_per_px  # (row, col) -> (x, y) px
+        points_xy = grid_rc_to_original_xy(pred.points_rc.double().numpy(), self.predictor.size_rc,
+                                           (self.height, self.width))
         for index, xy in fixed_xy.items():
             points_xy[index] = xy
         return State(points_xy=np.ascontiguousarray(points_xy), fixed_xy=fixed_xy,
                      confidence=pred.confidence.double().numpy(), probs=pred.probs.half(), action=action,
                      seconds=time.perf_counter() - start)
 
+    def _from_file(self, points_xy: np.ndarray, fixed: list[int]) -> State:
+        """The loaded points as the first state; the model still runs (with the fixed ones as clicks) for
+        the confidences and the heatmaps the next refinement starts from."""
+        points_xy = np.array(points_xy, dtype=np.float64)
+        fixed_xy = {int(i): (float(points_xy[i, 0]), float(points_xy[i, 1])) for i in sorted(fixed)}
+        predicted = self._run(fixed_xy, None, "load")
+        return State(points_xy, fixed_xy, predicted.confidence, predicted.probs, "load", predicted.seconds)
+
+    def _restore(self, records: list, cursor_seq: int | None) -> None:
+        for record in records:
+            state = State(np.array(record.points_xy, dtype=np.float64),
+                          {int(i): (float(x), float(y)) for i, (x, y) in record.fixed_xy.items()},
+                          np.array(record.confidence, dtype=np.float64), None, record.action, seq=record.seq)
+            self.history.append(state)
+        seqs = [s.seq for s in self.history]
+        self.cursor = seqs.index(cursor_seq) if cursor_seq in seqs else len(seqs) - 1
+        self._version += 1
+        self.current.version = self._version
+
+    def _move(self, step: int) -> State:
+        self.cursor += step
+        self._version += 1
+        self.current.version = self._version
+        self._changed()
+        return self.current
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
     def _push(self, state: State) -> State:
+        del self.history[self.cursor + 1:]  # a new action after undo drops the redo branch
         self._version += 1
         state.version = self._version
+        state.seq = self._next_seq  # never reused: a dropped redo branch's entries must not be mistaken for it
+        self._next_seq += 1
         self.history.append(state)
         if len(self.history) > MAX_HISTORY:
             del self.history[1]  # keep the first prediction: reset returns to it
+        self.cursor = len(self.history) - 1
         for old in self.history[1:-self._states_with_probs]:
             old.probs = None
+        self._changed()
         return state
 
 
@@ -209,10 +296,20 @@ class SessionStore:
         with self._lock:
             if not isinstance(session_id, str) or session_id not in self._sessions:
                 raise SessionNotFound(
-                    "unknown or expired session: open the image again (the server keeps the "
-                    f"{self.max_sessions} most recent images, and none across restarts)")
+                    "this image is no longer open on the server, so the last edit was NOT saved: open the "
+                    f"image again (the server keeps the {self.max_sessions} most recent uploads in memory; "
+                    "images of a folder opened with --images are saved and reopen by themselves)")
             self._sessions.move_to_end(session_id)
             return self._sessions[session_id]
+
+    def find(self, session_id) -> AnnotationSession | None:
+        """The session, or None (no error)."""
+        with self._lock:
+            return self._sessions.get(session_id) if isinstance(session_id, str) else None
+
+    def discard(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
 
     def __len__(self) -> int:
         with self._lock:

@@ -368,8 +368,10 @@ def test_too_large_upload_is_refused_before_decoding(server):
 
 
 @pytest.mark.parametrize("payload, raw, status, message", [
-    ({"session": "nope", "fixed": {}}, None, 404, "unknown or expired session"),
-    ({"fixed": {}}, None, 404, "unknown or expired session"),
+    ({"session": "nope", "fixed": {}}, None, 410, "the last edit was NOT saved"),
+    ({"fixed": {}}, None, 410, "the last edit was NOT saved"),
+    (None, b'{"a": ' * 100_000, 400, "nested too deeply"),  # was a 500 (RecursionError)
+    (None, b"[" * 100_000, 400, "nested too deeply"),
     (None, b'{"session": "SID", "fixed": {"3": [NaN, 1]}}', 400, "finite"),
     (None, b"{not json", 400, "not valid JSON"),
     (None, b"[1, 2]", 400, "JSON object"),
@@ -419,5 +421,6 @@ def test_only_loopback_unless_allowed(predictor):
 def test_least_recently_used_sessions_expire(server, xray):
     data = encode(xray[0])
     sids = [upload(server, data)[2]["session"] for _ in range(4)]  # the server keeps 3
-    assert call(server, "GET", f"/api/state?session={sids[0]}")[0] == 404
+    status, _, body = call(server, "GET", f"/api/state?session={sids[0]}")
+    assert status == 410 and body["saved"] is False and "NOT saved" in body["error"]
     assert all(call(server, "GET", f"/api/state?session={s}")[0] == 200 for s in sids[1:])

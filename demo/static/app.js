@@ -24,10 +24,20 @@
     file: $("#file"), example: $("#example"), openExample: $("#open-example"), imageName: $("#image-name"),
     undo: $("#undo"), reset: $("#reset"), release: $("#release"), fit: $("#fit"),
     selection: $("#selection"), cobb: $("#cobb tbody"), worst: $("#worst"), modelInfo: $("#model-info"),
+    redo: $("#redo"), acceptPoint: $("#accept-point"), acceptVertebra: $("#accept-vertebra"),
+    numbers: $("#numbers"), busy: $("#busy"), saveState: $("#save-state"), worklist: $("#worklist"),
+    folderSection: $("#folder-section"), folderCount: $("#folder-count"), done: $("#done"),
+    exportDataset: $("#export-dataset"), prevImage: $("#prev-image"), nextImage: $("#next-image"),
+    brightness: $("#brightness"), contrast: $("#contrast"), invert: $("#invert"),
+    showOverlay: $("#show-overlay"), showLabels: $("#show-labels"),
   };
+  const GRAB_RADIUS_PX = 12; // a press this close to a point grabs the nearest one
+  const NUMBERS_MIN_SPACING_PX = 14; // point numbers appear once neighbours are this far apart on screen
 
   let info = null; // GET /api/info
   let doc = null; // the current state from the server (plus local edits not yet answered)
+  let saved = null; // the last state the server answered (what is stored): restored when an edit fails
+  let worklist = []; // [{name, status, edits}] of the folder (python demo.py --images DIR)
   let view = null; // viewBox {x, y, w, h} in image pixels
   let selected = null; // index of the selected point
   let drag = null; // pointer gesture in progress
@@ -37,6 +47,7 @@
   const polygons = [];
   const labels = [];
   const rings = [];
+  const numbers = [];
 
   // Exposed for the browser test and for curious users (read only).
   const stats = { refines: 0, lastRefineMs: null, refineMs: [], predicts: 0, errors: 0 };
@@ -100,6 +111,50 @@
     el.modelInfo.textContent = `model ${info.model}: ${info.checkpoint}`;
     $("#untrained-banner").hidden = !info.untrained;
     el.example.replaceChildren(...info.examples.map((name, i) => new Option(name, String(i))));
+    if (info.folder) {
+      el.folderSection.hidden = false;
+      await loadWorklist();
+      const last = localStorage.getItem(`demo:last:${info.folder}`);
+      const start = worklist.find((item) => item.name === last) ||
+        worklist.find((item) => item.status !== "done") || worklist[0];
+      if (start) await openFolderImage(start.name);
+    }
+  }
+
+  async function loadWorklist() {
+    const { body } = await api("/api/worklist");
+    worklist = body.images;
+    const done = worklist.filter((item) => item.status === "done").length;
+    el.folderCount.textContent = `${done} of ${worklist.length} done`;
+    el.worklist.replaceChildren(...worklist.map((item) => {
+      const li = document.createElement("li");
+      li.textContent = item.name;
+      li.dataset.name = item.name;
+      const badge = document.createElement("span");
+      badge.className = `badge ${item.status.replace(" ", "-")}`;
+      badge.textContent = item.status;
+      li.appendChild(badge);
+      li.classList.toggle("current", Boolean(doc && doc.name === item.name && doc.persistent));
+      li.addEventListener("click", () => enqueue(() => openFolderImage(item.name)));
+      return li;
+    }));
+  }
+
+  async function openFolderImage(name) {
+    setStatus(`Opening ${name}…`);
+    const t0 = performance.now();
+    await startDocument(await postJson("/api/open", { name }), t0);
+    localStorage.setItem(`demo:last:${info.folder}`, name);
+    await loadWorklist();
+  }
+
+  function stepImage(step) {
+    if (!worklist.length) return;
+    enqueue(async () => {
+      const at = doc ? worklist.findIndex((item) => item.name === doc.name) : -1;
+      const next = worklist[Math.min(Math.max(at + step, 0), worklist.length - 1)];
+      if (next && (!doc || next.name !== doc.name)) await openFolderImage(next.name);
+    });
   }
 
   function openFile(file) {
@@ -131,8 +186,10 @@
     refineSeq += 1;
     selected = null;
     drag = null;
-    document.body.classList.remove("busy");
+    setBusy(false);
     doc = state;
+    saved = state;
+    markSaved(state);
     el.image.setAttribute("href", state.image_url);
     el.image.setAttribute("width", state.width);
     el.image.setAttribute("height", state.height);
@@ -143,7 +200,19 @@
     updatePanel();
     await nextFrame();
     stats.predicts += 1;
-    setStatus(`Predicted ${state.points.length} points in ${Math.round(performance.now() - t0)} ms`);
+    const notes = (state.notes || []).join(" ");
+    setStatus(notes || `${state.action === "predict" ? "Predicted" : "Opened"} ${state.points.length} points in ` +
+      `${Math.round(performance.now() - t0)} ms`);
+  }
+
+  function markSaved(state) {
+    el.saveState.className = "saved";
+    el.saveState.textContent = state.persistent ? "All changes saved." : "Not kept after a restart (uploaded image).";
+  }
+
+  function markNotSaved(message) {
+    el.saveState.className = "not-saved";
+    el.saveState.textContent = `NOT saved: ${message}`;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -167,7 +236,17 @@
 
   function toImage(clientX, clientY) {
     const p = new DOMPoint(clientX, clientY).matrixTransform(el.svg.getScreenCTM().inverse());
-    return [Math.min(Math.max(p.x, 0), doc.width), Math.min(Math.max(p.y, 0), doc.height)];
+    return [p.x, p.y];
+  }
+
+  function insideImage([x, y]) {
+    return x >= 0 && y >= 0 && x <= doc.width && y <= doc.height;
+  }
+
+  function centreOn(index) {
+    const [x, y] = doc.points[index];
+    view = { ...view, x: x - view.w / 2, y: y - view.h / 2 };
+    applyView();
   }
 
   function zoomAt(clientX, clientY, factor) {
@@ -211,10 +290,15 @@
     for (let i = 0; i < info.least_confident_count; i += 1) {
       rings.push(svgElement("circle", { class: "worst-mark" }, el.marks));
     }
+    el.numbers.replaceChildren();
+    numbers.length = 0;
     for (let i = 0; i < numPoints; i += 1) {
       const c = svgElement("circle", { class: "kp", id: `kp-${i}`, "data-index": i }, el.points);
       svgElement("title", {}, c);
       circles.push(c);
+      const t = svgElement("text", { class: "num", id: `num-${i}` }, el.numbers);
+      t.textContent = String(i);
+      numbers.push(t);
     }
   }
 
@@ -223,10 +307,28 @@
     return doc.points[i];
   }
 
+  // Smallest screen distance between two points: dots shrink so that neighbours never overlap (every
+  // point stays grabbable at full view), and point numbers appear once there is room for them.
+  function minSpacingPx(u) {
+    let best = Infinity;
+    const pts = doc.points;
+    for (let i = 0; i < pts.length; i += 1) {
+      for (let j = i + 1; j < pts.length; j += 1) {
+        const d = Math.hypot(pts[i][0] - pts[j][0], pts[i][1] - pts[j][1]);
+        if (d > 0 && d < best) best = d;
+      }
+    }
+    return best / u;
+  }
+
   function render() {
     if (!doc || !circles.length) return;
     const u = unitsPerPixel();
     const names = info.keypoint_names;
+    const spacing = minSpacingPx(u);
+    const shrink = Math.min(1, Math.max(0.5, spacing / (2.2 * POINT_RADIUS_PX)));
+    const showNumbers = spacing >= NUMBERS_MIN_SPACING_PX;
+    el.numbers.style.display = showNumbers ? "" : "none";
     for (let i = 0; i < circles.length; i += 1) {
       const [x, y] = shownPoint(i);
       const c = circles[i];
@@ -234,11 +336,16 @@
       c.setAttribute("cx", x);
       c.setAttribute("cy", y);
       const radius = i === selected ? SELECTED_RADIUS_PX : (isFixed ? FIXED_RADIUS_PX : POINT_RADIUS_PX);
-      c.setAttribute("r", radius * u);
+      c.setAttribute("r", radius * shrink * u);
       c.classList.toggle("fixed", isFixed);
       c.classList.toggle("selected", i === selected);
-      c.firstChild.textContent = `${names[i]} (#${i}) · ${isFixed ? "fixed by you" : "predicted"}` +
-        ` · confidence ${doc.confidence[i].toFixed(2)}`;
+      c.firstChild.textContent = `${names[i]} (#${i}) · ${isFixed ? "fixed by you: never moved" :
+        "predicted: the model may still move it"} · confidence ${doc.confidence[i].toFixed(2)}`;
+      if (showNumbers) {
+        numbers[i].setAttribute("x", x + (radius + 2) * u);
+        numbers[i].setAttribute("y", y);
+        numbers[i].setAttribute("font-size", 11 * u);
+      }
     }
     polygons.forEach((polygon, v) => {
       const corners = CORNER_ORDER.map((k) => shownPoint(4 * v + k));
@@ -264,6 +371,11 @@
   function updatePanel() {
     const ready = Boolean(doc);
     el.undo.disabled = !ready || !doc.can_undo;
+    el.redo.disabled = !ready || !doc.can_redo;
+    el.acceptPoint.disabled = !ready || selected === null;
+    el.acceptVertebra.disabled = !ready || selected === null;
+    el.done.disabled = !ready || !doc.persistent;
+    el.done.textContent = ready && doc.done ? "Mark not done" : "Mark done";
     el.reset.disabled = !ready;
     el.fit.disabled = !ready;
     document.querySelectorAll("button.export").forEach((b) => { b.disabled = !ready; });
@@ -297,13 +409,14 @@
     el.worst.replaceChildren(...(ready ? doc.least_confident : []).map((i) => {
       const li = document.createElement("li");
       li.textContent = `${info.keypoint_names[i]} (${doc.confidence[i].toFixed(2)})`;
-      li.addEventListener("click", () => select(i));
+      li.addEventListener("click", () => select(i, true));
       return li;
     }));
   }
 
-  function select(index) {
+  function select(index, centre = false) {
     selected = index;
+    if (centre && index !== null) centreOn(index);
     render();
     updatePanel();
   }
@@ -313,21 +426,32 @@
   // ---------------------------------------------------------------------------------------------
   function applyState(state) {
     doc = { ...state, image_url: doc.image_url };
+    saved = doc;
+    markSaved(state);
     render();
     updatePanel();
   }
 
-  function resync() {
-    if (!doc) return undefined;
-    return api(`/api/state?session=${encodeURIComponent(doc.session)}`).then(({ body }) => {
+  // An action failed: show the stored state again (the edit is not drawn as fixed) and say so.
+  function revert(err) {
+    markNotSaved(err.message);
+    if (saved) {
       refineSeq += 1;
-      applyState(body);
-    }).catch(() => undefined);
+      doc = saved;
+      render();
+      updatePanel();
+    }
+    setBusy(false);
+  }
+
+  function setBusy(on) {
+    document.body.classList.toggle("busy", on);
+    el.busy.hidden = !on;
   }
 
   function requestRefine(t0) {
     const seq = ++refineSeq;
-    document.body.classList.add("busy");
+    setBusy(true);
     updatePanel();
     enqueue(async () => {
       if (seq !== refineSeq) return; // a newer edit follows and sends the newer fixed points
@@ -339,18 +463,16 @@
       stats.refines += 1;
       stats.lastRefineMs = ms;
       stats.refineMs.push(ms);
-      document.body.classList.remove("busy");
+      setBusy(false);
       const moved = state.points.length - Object.keys(state.fixed).length;
       setStatus(`Refined ${moved} points in ${Math.round(ms)} ms (model ${Math.round(state.model_ms)} ms)`);
-    }, () => {
-      document.body.classList.remove("busy");
-      return resync();
-    });
+    }, revert);
   }
 
   function commitFix(index, xy, t0) {
-    doc.fixed = { ...doc.fixed, [String(index)]: [xy[0], xy[1]] };
-    doc.points = doc.points.map((p, i) => (i === index ? [xy[0], xy[1]] : p));
+    // a new object: `saved` keeps the server's state for a revert
+    doc = { ...doc, fixed: { ...doc.fixed, [String(index)]: [xy[0], xy[1]] },
+      points: doc.points.map((p, i) => (i === index ? [xy[0], xy[1]] : p)) };
     render();
     requestRefine(t0);
   }
@@ -359,19 +481,40 @@
     if (!doc || !Object.prototype.hasOwnProperty.call(doc.fixed, String(index))) return;
     const fixed = { ...doc.fixed };
     delete fixed[String(index)];
-    doc.fixed = fixed;
+    doc = { ...doc, fixed };
     render();
     requestRefine(performance.now());
   }
 
-  function simpleAction(path) {
+  const DONE_MESSAGES = { "/api/undo": "Undone", "/api/redo": "Redone", "/api/reset": "Back to the first prediction",
+    "/api/accept": "Checked: these points are fixed now", "/api/done": "Saved" };
+
+  function simpleAction(path, extra = {}) {
     if (!doc) return;
     enqueue(async () => {
-      const state = await postJson(path, { session: doc.session });
+      const state = await postJson(path, { session: doc.session, ...extra });
       refineSeq += 1;
-      document.body.classList.remove("busy");
+      setBusy(false);
       applyState(state);
-      setStatus(path.endsWith("undo") ? "Undone" : "Back to the first prediction");
+      setStatus(DONE_MESSAGES[path] || "Done");
+      if (path === "/api/done" || (doc.persistent && worklist.length)) await loadWorklist();
+    }, revert);
+  }
+
+  function accept(vertebra) {
+    if (!doc || selected === null) return;
+    const first = vertebra ? selected - (selected % 4) : selected;
+    const points = vertebra ? [first, first + 1, first + 2, first + 3] : [selected];
+    selected = null;
+    simpleAction("/api/accept", { points });
+  }
+
+  function exportDataset() {
+    enqueue(async () => {
+      setStatus("Exporting…");
+      const report = await postJson("/api/export_dataset", {});
+      setStatus(`Exported ${report.training} training + ${report.test} test images to ${report.path}. Next: ` +
+        `${report.command}`);
     });
   }
 
@@ -396,12 +539,26 @@
   // ---------------------------------------------------------------------------------------------
   // pointer and keyboard
   // ---------------------------------------------------------------------------------------------
+  function nearestPoint(clientX, clientY) {
+    const [x, y] = toImage(clientX, clientY);
+    const u = unitsPerPixel();
+    let best = null;
+    let bestDistance = GRAB_RADIUS_PX * u;
+    doc.points.forEach(([px, py], i) => {
+      const d = Math.hypot(px - x, py - y);
+      if (d <= bestDistance) {
+        best = i;
+        bestDistance = d;
+      }
+    });
+    return best;
+  }
+
   el.svg.addEventListener("pointerdown", (e) => {
     if (!doc || (e.button !== 0 && e.button !== 1)) return;
-    const target = e.target.closest && e.target.closest(".kp");
+    const index = e.button === 0 && !el.svg.classList.contains("hide-overlay") ? nearestPoint(e.clientX, e.clientY) : null;
     const base = { startX: e.clientX, startY: e.clientY, lastX: e.clientX, lastY: e.clientY, moved: false };
-    if (target && e.button === 0) {
-      const index = Number(target.dataset.index);
+    if (index !== null) {
       drag = { ...base, kind: "point", index, pos: doc.points[index] };
     } else {
       drag = { ...base, kind: "pan", button: e.button };
@@ -441,7 +598,10 @@
     }
     const t0 = performance.now();
     if (gesture.kind === "point") {
-      if (gesture.moved) {
+      if (gesture.moved && !insideImage(gesture.pos)) {
+        render();
+        setStatus("Dropped outside the image: the point was not moved (drop it on the X-ray).", true);
+      } else if (gesture.moved) {
         selected = null;
         commitFix(gesture.index, gesture.pos, t0);
         updatePanel();
@@ -449,9 +609,14 @@
         select(selected === gesture.index ? null : gesture.index);
       }
     } else if (!gesture.moved && gesture.button === 0 && selected !== null) {
+      const at = toImage(e.clientX, e.clientY);
+      if (!insideImage(at)) {
+        setStatus("That place is outside the image: the point was not moved.", true);
+        return;
+      }
       const index = selected;
       selected = null;
-      commitFix(index, toImage(e.clientX, e.clientY), t0);
+      commitFix(index, at, t0);
       updatePanel();
     }
   }
@@ -465,10 +630,35 @@
   }, { passive: false });
 
   document.addEventListener("keydown", (e) => {
-    if (e.target.matches && e.target.matches("input, select, textarea")) return;
-    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
+    if (e.target.matches && e.target.matches("input[type=file], input[type=text], select, textarea")) return;
+    const key = e.key.toLowerCase();
+    if ((e.ctrlKey || e.metaKey) && ((key === "z" && e.shiftKey) || key === "y")) {
+      e.preventDefault();
+      if (doc && doc.can_redo) simpleAction("/api/redo");
+    } else if ((e.ctrlKey || e.metaKey) && key === "z") {
       e.preventDefault();
       if (doc && doc.can_undo) simpleAction("/api/undo");
+    } else if (e.ctrlKey || e.metaKey || e.altKey) {
+      return;
+    } else if (key === "a") {
+      accept(false);
+    } else if (key === "v") {
+      accept(true);
+    } else if (key === "n") {
+      stepImage(1);
+    } else if (key === "p") {
+      stepImage(-1);
+    } else if (key === "d") {
+      if (doc && doc.persistent) simpleAction("/api/done", { done: !doc.done });
+    } else if (key === "h") {
+      el.showOverlay.checked = !el.showOverlay.checked;
+      applyDisplay();
+    } else if (key === "l") {
+      el.showLabels.checked = !el.showLabels.checked;
+      applyDisplay();
+    } else if (key === "i") {
+      el.invert.checked = !el.invert.checked;
+      applyDisplay();
     } else if (e.key === "Escape") {
       select(null);
     } else if ((e.key === "Delete" || e.key === "Backspace") && selected !== null) {
@@ -488,6 +678,24 @@
   });
   el.openExample.addEventListener("click", () => openExample(Number(el.example.value)));
   el.undo.addEventListener("click", () => simpleAction("/api/undo"));
+  el.redo.addEventListener("click", () => simpleAction("/api/redo"));
+  el.acceptPoint.addEventListener("click", () => accept(false));
+  el.acceptVertebra.addEventListener("click", () => accept(true));
+  el.done.addEventListener("click", () => simpleAction("/api/done", { done: !doc.done }));
+  el.exportDataset.addEventListener("click", exportDataset);
+  el.prevImage.addEventListener("click", () => stepImage(-1));
+  el.nextImage.addEventListener("click", () => stepImage(1));
+
+  // brightness / contrast / invert change only how the X-ray is shown (a CSS filter), never the pixels
+  function applyDisplay() {
+    el.image.style.filter = `brightness(${el.brightness.value}) contrast(${el.contrast.value})` +
+      (el.invert.checked ? " invert(1)" : "");
+    el.svg.classList.toggle("hide-overlay", !el.showOverlay.checked);
+    el.svg.classList.toggle("hide-labels", !el.showLabels.checked);
+  }
+  for (const input of [el.brightness, el.contrast, el.invert, el.showOverlay, el.showLabels]) {
+    input.addEventListener("input", applyDisplay);
+  }
   el.reset.addEventListener("click", () => simpleAction("/api/reset"));
   el.release.addEventListener("click", () => releasePoint(selected));
   el.fit.addEventListener("click", fit);
