@@ -120,5 +120,5 @@ def use_onnx_runtime(predictor, threads: int = 1) -> float:
     if not worst <= TOLERANCE:
         raise OnnxBackendError(f"ONNX Runtime differs from PyTorch by {worst:.2e} in probability (more than "
                                f"{TOLERANCE:g}); staying on PyTorch")
-    predictor.net = predictor.core.net = onnx_net  # the shared Predictor makes every network call
+    predictor.core.net = onnx_net  # the shared Predictor makes every network call
     return worst

@@ -64,15 +64,17 @@ class KeypointPredictor:
     def __init__(self, core, config, source: str = "", untrained: bool = False):
         """``core``: a ``model.predictor.Predictor``, or an eval-mode network to wrap in one."""
         self.core = core if isinstance(core, Predictor) else Predictor(core.eval(), config)
-        self.net = self.core.net
         self.size_rc = self.core.size_rc
         self.num_keypoints = int(config.Dataset.num_keypoint)
-        self.heatmap_std = self.core.heatmap_std
-        self.patch_size = self.core.patch_size
         self.model_name = str(config.Model.NAME)
         self.source = source
         self.untrained = untrained
         self._lock = threading.Lock()
+
+    @property
+    def net(self):
+        """The network the shared Predictor calls (a PyTorch module, or its ONNX Runtime stand-in)."""
+        return self.core.net
 
     # ---------------------------------------------------------------------------------------------
     @classmethod
