@@ -200,15 +200,16 @@ def main(argv=None) -> int:
     config = util.load_config(args.config, args.set)
     name = args.name or Path(args.config).stem
     save_root = args.save_dir or config.PATH.SAVE
+    run_dir = Path(save_root) / name
     resume_state = None
     if args.resume:
-        last = Path(save_root) / name / LAST_CHECKPOINT
+        last = run_dir / LAST_CHECKPOINT
         if not last.is_file():
             raise BadInput(f"--resume: no checkpoint at {last}")
         resume_state = read_checkpoint(last)  # read once; refused when broken
-        config = util.load_config(Path(save_root) / name / CONFIG_FILE, args.set)
-    elif (Path(save_root) / name / LAST_CHECKPOINT).exists():
-        raise BadInput(f"{Path(save_root) / name} already holds a run: pass --resume to continue it or choose "
+        config = util.load_config(run_dir / CONFIG_FILE, args.set)
+    elif (run_dir / LAST_CHECKPOINT).exists():
+        raise BadInput(f"{run_dir} already holds a run: pass --resume to continue it or choose "
                        f"another --name")
     init_weights = read_checkpoint(args.init_weights) if args.init_weights and not args.resume else None
     if args.device:
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
     rank, world, device = setup_distributed(config.MISC.device)
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     if rank == 0:
-        util.check_output_dir(Path(save_root) / name)  # before the data and the network are built
+        util.check_output_dir(run_dir)  # before the data and the network are built
     run = Experiment(save_root, name, writer=rank == 0, tensorboard=config.MISC.TB)
     amp = args.amp and device.type == "cuda"
     if args.amp and not amp:

@@ -58,6 +58,13 @@ class Record:
     confidence: list
 
 
+def _record(row: tuple) -> Record:
+    """A ``states`` row (seq, action, points, fixed, confidence) as a Record."""
+    seq, action, points, fixed, confidence = row
+    return Record(seq, action, json.loads(points), {int(k): tuple(v) for k, v in json.loads(fixed).items()},
+                  json.loads(confidence))
+
+
 class AnnotationStore:
     """Thread-safe; every method is one transaction."""
 
@@ -119,22 +126,15 @@ class AnnotationStore:
         rows = self._read("SELECT cursor_seq FROM images WHERE name = ?", (name,))
         if not rows:
             return [], None
-        records = [Record(seq, action, json.loads(points), {int(k): tuple(v) for k, v in json.loads(fixed).items()},
-                          json.loads(confidence))
-                   for seq, action, points, fixed, confidence in self._read(
-                       "SELECT seq, action, points, fixed, confidence FROM states WHERE name = ? ORDER BY seq",
-                       (name,))]
+        records = [_record(row) for row in self._read(
+            "SELECT seq, action, points, fixed, confidence FROM states WHERE name = ? ORDER BY seq", (name,))]
         return records, rows[0][0]
 
     def current(self, name: str) -> Record | None:
         """The shown entry of ``name``'s history, or None."""
         rows = self._read("SELECT s.seq, s.action, s.points, s.fixed, s.confidence FROM images i JOIN states s "
                           "ON s.name = i.name AND s.seq = i.cursor_seq WHERE i.name = ?", (name,))
-        if not rows:
-            return None
-        seq, action, points, fixed, confidence = rows[0]
-        return Record(seq, action, json.loads(points), {int(k): tuple(v) for k, v in json.loads(fixed).items()},
-                      json.loads(confidence))
+        return _record(rows[0]) if rows else None
 
     def set_done(self, name: str, done: bool) -> None:
         if not self._read("SELECT 1 FROM images WHERE name = ?", (name,)):

@@ -6,7 +6,7 @@
 
 It owns everything between the clicks and the points: the Gaussian click maps (the training std), the
 previous-heatmap rule (``Model.prev_heatmap``), the network call and the decoding; coordinates are
-(row, col) on the network grid (``size_rc``), and ``to_original`` converts them with ``misc.frames``.
+(row, col) on the network grid (``size_rc``); ``misc.frames`` converts them to original pixels.
 The simulated user (truth, clicked mask, worst-point rule) is ``misc.clicks.Clicker``. The evaluation
 protocol (misc/evaluation.py), the training-time click rounds (misc/training.py), the demo
 (demo/predictor.py) and tools/click_response.py all predict through this class.
@@ -20,7 +20,7 @@ import torch
 
 from misc.decoding import decode, hard_argmax
 from misc.errors import BadInput
-from misc.frames import grid_to_original, mirror_maps
+from misc.frames import mirror_maps
 from misc.heatmaps import gaussian_heatmaps, keep_channels
 
 __all__ = ["Predictor", "previous_input", "NonFinitePrediction", "check_finite"]
@@ -111,9 +111,6 @@ class Predictor:
     def points(self, probs: torch.Tensor) -> torch.Tensor:
         """The configured ("sargmax") decoding alone, (B, K, 2) grid (row, col)."""
         return decode(probs, self.subpixel, self.patch_size)
-
-    def to_original(self, coords_rc: torch.Tensor, raw_size_rc: torch.Tensor, spacing_rc=None) -> torch.Tensor:
-        return grid_to_original(coords_rc, self.size_rc, raw_size_rc, spacing_rc)
 
     def bind(self, image: torch.Tensor, click_rc: torch.Tensor):
         """``predict(clicked, last_probs) -> probs`` for one batch, as ``misc.revision.run_revisions`` wants."""
