@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=30.0, help="largest accepted image file")
     parser.add_argument("--max-sessions", type=int, default=8, help="images kept in memory at once")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = all cores but one, which keeps slow outliers away)")
+                        help="CPU threads for the network (0 = ONNX Runtime: all cores; PyTorch: all cores but "
+                             "one, which keeps slow outliers away)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                         help="run the network on PyTorch or on ONNX Runtime (faster on CPU; checked against "
                              "PyTorch at start, within 1e-4); auto = ONNX Runtime when installed")
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
 
     from demo.predictor import default_threads
 
-    torch.set_num_threads(args.threads or default_threads())
+    torch.set_num_threads(args.threads or default_threads("torch"))
+    threads = torch.get_num_threads()
     start = time.perf_counter()
     try:  # a bad checkpoint or config, or weights that predict NaN, stop here with one line
         predictor = load_predictor(args)
@@ -176,9 +178,10 @@ def main(argv=None) -> int:
         from demo.onnx_backend import OnnxBackendError, onnx_runtime_available, use_onnx_runtime
 
         if args.backend == "onnx" or onnx_runtime_available():
+            onnx_threads = args.threads or default_threads("onnx")
             try:
-                use_onnx_runtime(predictor, threads=torch.get_num_threads())
-                backend = "ONNX Runtime"
+                use_onnx_runtime(predictor, threads=onnx_threads)
+                backend, threads = "ONNX Runtime", onnx_threads
             except OnnxBackendError as exc:
                 if args.backend == "onnx":
                     print(f"error: {exc}", file=sys.stderr)
@@ -195,7 +198,7 @@ def main(argv=None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     print(f"model: {predictor.source} ({predictor.model_name}, {predictor.size_rc[0]}x{predictor.size_rc[1]}, "
-          f"{backend}, {torch.get_num_threads()} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+          f"{backend}, {threads} CPU threads), ready in {time.perf_counter() - start:.1f} s")
     if worklist is not None:
         print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
     print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)

@@ -13,7 +13,7 @@ measures the whole path in headless Chromium and prints it.
 
     python bench/bench_demo.py                       # the committed model, else the quick config's
     python bench/bench_demo.py --checkpoint save/quick/best.pth --runs 30 --output /tmp/bench_demo.json
-    python bench/bench_demo.py --backend onnx        # the network on ONNX Runtime (demo.onnx_backend)
+    python bench/bench_demo.py --backend torch       # PyTorch (default: as demo.py, ONNX Runtime if installed)
     python bench/bench_demo.py --compare-backends    # PyTorch and ONNX Runtime alternately, same load
 
 Latency does not depend on the weight values: without a checkpoint the quick config's architecture
@@ -57,19 +57,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(ROOT / "config" / "quick.yaml"),
                         help="architecture for random weights (or for a checkpoint without a stored config)")
     parser.add_argument("--runs", type=int, default=20, help="refinements timed per measure")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch intra-op threads (default: as demo.py, all cores but one)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for the network (0 = as demo.py: ONNX Runtime all cores, PyTorch all "
+                             "cores but one)")
     parser.add_argument("--example", type=int, default=0, help="synthetic test image index (seed 0)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="the network on PyTorch or on ONNX Runtime (demo.onnx_backend)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="the network on PyTorch or on ONNX Runtime (demo.onnx_backend); auto = as demo.py, "
+                             "ONNX Runtime when installed")
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: time PyTorch and ONNX Runtime predictions alternately, call by call, so "
                              "that both see the same load")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.threads < 1:
-        parser.error("--runs and --threads must be >= 1")
+    if args.runs < 1 or args.threads < 0:
+        parser.error("--runs must be >= 1 and --threads >= 0")
+    if args.backend == "auto":
+        from demo.onnx_backend import onnx_runtime_available
+
+        args.backend = "onnx" if onnx_runtime_available() else "torch"
     return args
+
+
+def threads_for(backend: str, args) -> int:
+    """The network's CPU threads on ``backend``: --threads, else what demo.py takes."""
+    return args.threads or default_threads(backend)
 
 
 def load(args) -> KeypointPredictor:
@@ -107,7 +118,7 @@ def compare_backends(args, sample) -> dict:
     from demo.onnx_backend import use_onnx_runtime
 
     reference, onnx = load(args), load(args)
-    use_onnx_runtime(onnx, threads=args.threads)
+    use_onnx_runtime(onnx, threads=threads_for("onnx", args))
     reference.warm_up()
     onnx.warm_up()
     image = reference.network_image(sample.image)
@@ -129,13 +140,14 @@ def compare_backends(args, sample) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads_for("torch", args))
     from dataset.synthetic import make_sample
 
     if args.compare_backends:
         load_before = [round(v, 2) for v in os.getloadavg()]
         result = compare_backends(args, make_sample(0, "test", args.example))
-        result |= {"runs": args.runs, "threads": args.threads, "load_average_before": load_before,
+        result |= {"runs": args.runs, "threads": {name: threads_for(name, args) for name in ("torch", "onnx")},
+                   "load_average_before": load_before,
                    "load_average_after": [round(v, 2) for v in os.getloadavg()]}
         text = json.dumps(result, indent=1)
         print(text)
@@ -148,7 +160,7 @@ def main(argv=None) -> int:
     if args.backend == "onnx":
         from demo.onnx_backend import use_onnx_runtime
 
-        use_onnx_runtime(predictor, threads=args.threads)
+        use_onnx_runtime(predictor, threads=threads_for("onnx", args))
     predictor.warm_up()
     sample = make_sample(0, "test", args.example)
     true_xy = sample.points_xy.astype(float)
@@ -189,7 +201,7 @@ def main(argv=None) -> int:
 
     result = {
         "checkpoint": predictor.source, "model": predictor.model_name, "network_size_rc": list(predictor.size_rc),
-        "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": args.threads,
+        "image_size_rc": list(sample.image.shape), "runs": args.runs, "threads": threads_for(args.backend, args),
         "backend": args.backend,
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],

@@ -33,16 +33,18 @@ __all__ = ["Prediction", "KeypointPredictor", "PREPROCESS_SIZE_RC", "default_thr
 PREPROCESS_SIZE_RC = tuple(DEFAULT_SIZE_ROW_COL)
 
 
-def default_threads() -> int:
-    """CPU threads for the network: all available cores but one, which stays free for the browser and
-    the server (with every core busy, OpenMP's waiting threads make the slowest refinements several
-    times slower: on 2 cores under load, 2 threads gave a median of 0.08 s but outliers of 1-4 s,
-    1 thread 0.12 s with none above 0.2 s)."""
+def default_threads(backend: str = "torch") -> int:
+    """CPU threads for the network. PyTorch: all available cores but one, which stays free for the
+    browser and the server (with every core busy, OpenMP's waiting threads made the slowest refinements
+    several times slower: on 2 cores under load, 2 threads gave a median of 0.08 s but outliers of 1-4 s,
+    1 thread 0.12 s with none above 0.2 s). ONNX Runtime ("onnx"): all cores, its waiting threads
+    sleeping instead of spinning (demo.onnx_backend); on 2 cores that took the idle median from 0.157 s to
+    0.118 s and cost about 6 % under full load (README "Benchmarks")."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return cores if backend == "onnx" else max(1, cores - 1)
 
 
 @dataclass

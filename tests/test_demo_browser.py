@@ -238,8 +238,8 @@ def predictor():
         predictor = KeypointPredictor.untrained_from_config(load_config(REPO / "config" / "quick.yaml", TINY_MODEL))
     from demo.onnx_backend import onnx_runtime_available, use_onnx_runtime
 
-    if onnx_runtime_available():  # as demo.py's default backend (auto)
-        use_onnx_runtime(predictor, threads=torch.get_num_threads())
+    if onnx_runtime_available():  # as demo.py's default backend (auto) and its threads
+        use_onnx_runtime(predictor, threads=default_threads("onnx"))
     predictor.warm_up()
     yield predictor
     torch.set_num_threads(threads)

@@ -61,3 +61,14 @@ def test_a_backend_that_differs_is_refused_and_pytorch_stays(predictors, monkeyp
     with pytest.raises(OnnxBackendError, match="differs from PyTorch"):
         use_onnx_runtime(reference, threads=1)
     assert reference.net is net
+
+
+def test_runtime_threads_sleep_when_waiting_so_all_cores_can_be_used(predictors):
+    """demo.py gives ONNX Runtime every core (demo.predictor.default_threads); that is only safe beside
+    other work because the pool's waiting threads sleep instead of spinning."""
+    from demo.predictor import default_threads
+
+    options = predictors[1].net._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
+    assert default_threads("onnx") >= default_threads("torch") >= 1
