@@ -1,11 +1,15 @@
 """Config loading: every unknown, missing or mistyped key is an error naming the key and the file."""
+from pathlib import Path
+
 import pytest
 import yaml
 
 import util
 from util import ConfigError
 
-CONFIGS = ["config/spineweb_ours.yaml", "config/quick.yaml"]
+# every shipped config, so that a recipe that stops loading is caught before its hours of training
+CONFIGS = sorted(str(p.relative_to(Path(__file__).resolve().parents[1]))
+                 for p in (Path(__file__).resolve().parents[1] / "config").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS)
