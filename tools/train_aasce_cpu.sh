@@ -9,12 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/ensure_env.sh
 source tools/ensure_aasce_data.sh
 
-stage() {  # stage NAME CONFIG [train.py options]: start the run, or resume it if its folder holds one
-  local name=$1 config=$2 resume=()
-  shift 2
-  if [ -f "save/$name/last.pth" ]; then resume=(--resume); fi
-  "$PY" train.py --config "$config" --name "$name" --no-progress "${resume[@]}" "$@"
-}
+source tools/train_stage.sh
 
 # 1. localisation from scratch: the first 21 epochs of the 34-epoch cosine schedule
 stage aasce_cpu config/aasce_cpu.yaml --stop-after-epoch 21 "$@"

@@ -12,12 +12,7 @@ source tools/ensure_env.sh
 source tools/ensure_aasce_data.sh
 RUN="${RUN:-aasce_cpu_fast}"
 
-stage() {  # stage NAME CONFIG [train.py options]: start the run, or resume it if its folder holds one
-  local name=$1 config=$2 resume=()
-  shift 2
-  if [ -f "save/$name/last.pth" ]; then resume=(--resume); fi
-  "$PY" train.py --config "$config" --name "$name" --no-progress "${resume[@]}" "$@"
-}
+source tools/train_stage.sh
 
 start=$SECONDS
 stage "$RUN-1" config/aasce_cpu_fast1.yaml "$@"
