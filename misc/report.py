@@ -61,3 +61,39 @@ def plot_mre(results: dict, path: Path, metric: str = TABLE_METRIC, reference: d
     fig.savefig(buffer, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def comparison_table(named_results: dict[str, dict], clicks: int = 5) -> str:
+    """Markdown table with one row per run (e.g. an ablation): model-revision MRE after 0..clicks, the mean
+    clicks to each NoC threshold and Cobb SMAPE at 0 and `clicks` clicks.
+
+    Rows are only comparable on the same images, so every results.json must name the same split, data and
+    image count, and all must have been evaluated to at least `clicks` clicks with the same thresholds."""
+    if not named_results:
+        raise ValueError("no results to compare")
+    first_name, first = next(iter(named_results.items()))
+    for name, results in named_results.items():
+        for key in ("split", "data", "num_images"):
+            if results.get(key) != first.get(key):
+                raise ValueError(f"'{name}' was evaluated with {key}={results.get(key)!r}, but '{first_name}' "
+                                 f"with {key}={first.get(key)!r}: rows of one table must share the images")
+        if list(results.get("noc", {})) != list(first.get("noc", {})):
+            raise ValueError(f"'{name}' has NoC thresholds {list(results.get('noc', {}))}, "
+                             f"'{first_name}' {list(first.get('noc', {}))}")
+        if len(results["model"][TABLE_METRIC]) < clicks + 1:
+            raise ValueError(f"'{name}' was evaluated to {len(results['model'][TABLE_METRIC]) - 1} clicks, "
+                             f"the table needs {clicks}")
+    thresholds = list(first.get("noc", {}))
+    has_cobb = all("cobb_SMAPE" in results["model"] for results in named_results.values())
+    header = ["run", *[f"MRE {n}" for n in range(clicks + 1)], *[f"NoC{t}" for t in thresholds]]
+    if has_cobb:
+        header += ["Cobb SMAPE 0", f"Cobb SMAPE {clicks}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, results in named_results.items():
+        model = results["model"]
+        cells = [name, *[f"{v:.2f}" for v in model[TABLE_METRIC][: clicks + 1]]]
+        cells += [f"{results['noc'][t]['model']['mean_clicks']:.2f}" for t in thresholds]
+        if has_cobb:
+            cells += [f"{model['cobb_SMAPE'][0]:.2f}", f"{model['cobb_SMAPE'][clicks]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -172,3 +172,37 @@ def test_results_md_rows_hold_each_revisions_own_numbers(reported, truth):
         assert line == (f"- MRE <= {threshold:g}: model {entry['model']['mean_clicks']:.2f} "
                         f"({entry['model']['not_reached']} not reached); manual {entry['manual']['mean_clicks']:.2f} "
                         f"({entry['manual']['not_reached']} not reached)")
+
+
+def test_compare_runs_rows_hold_each_runs_numbers_and_refuse_other_images(reported, truth, tmp_path, capsys):
+    """tools/compare_runs.py (the ablation table): its row is the model revision recomputed from the saved
+    predictions; results of another split are refused with the run and the key named."""
+    from tools import compare_runs
+
+    out, _, _ = reported
+    npz = np.load(out / "predictions.npz")
+    true_orig, raw_rc, spacing_rc = truth
+    results = json.loads((out / "results.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({**results, "model": {
+        **results["model"], "sargmax_mm_MRE": [v + 1.0 for v in results["model"]["sargmax_mm_MRE"]]}}))
+    clicks = 3
+    assert compare_runs.main([f"full={out}", f"shifted={other / 'results.json'}", "--clicks", str(clicks)]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [float(c) for c in line.strip().strip("|").split("|")[1:]]
+            for line in printed.splitlines() if line.startswith(("| full", "| shifted"))}
+    coords = _to_original(npz["model_sargmax_rc"].astype(np.float64), raw_rc, npz["image_size_rc"], spacing_rc)
+    per_image = _per_image_mre(coords, true_orig)
+    expected_noc = [_noc(per_image, t)[0].mean() for t in THRESHOLDS]
+    cobb = results["model"]["cobb_SMAPE"]
+    assert rows["full"] == pytest.approx([*per_image.mean(0)[: clicks + 1], *expected_noc, cobb[0], cobb[clicks]],
+                                         abs=0.0051)
+    assert rows["shifted"][: clicks + 1] == pytest.approx([v + 1.0 for v in rows["full"][: clicks + 1]], abs=0.0051)
+
+    (other / "results.json").write_text(json.dumps({**results, "split": "val"}))
+    assert compare_runs.main([f"full={out}", f"val={other}"]) == 2
+    error = capsys.readouterr().err
+    assert "'val'" in error and "split='val'" in error and "split='test'" in error
+    assert compare_runs.main([str(tmp_path / "missing")]) == 2
+    assert "missing: not found" in capsys.readouterr().err
