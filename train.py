@@ -28,6 +28,7 @@ from misc.evaluation import evaluate, summarise
 from misc.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
 from misc.morph_pairs import load_morph_pairs
 from misc.training import training_step
+from misc.weight_average import WeightAverage
 from model import build_model, load_weights, read_checkpoint, save_checkpoint
 from model.predictor import NonFinitePrediction
 from model.weights import non_finite_tensors
@@ -160,7 +161,8 @@ def validation_due(epoch: int, last_epoch: int, every: int) -> bool:
     return epoch % every == 0 or epoch == last_epoch
 
 
-def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress):
+def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress,
+                    average=None):
     net.train()
     rng = np.random.default_rng([config.Train.seed, epoch, rank, 1])
     limit = config.Train.max_batches_per_epoch or len(loader)
@@ -186,6 +188,8 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
         if broken:
             raise TrainingDiverged(f"{len(broken)} weight tensors (first: {broken[0]}) became NaN or infinite after "
                                    f"the step of epoch {epoch}, batch {index} (images {batch['name']})")
+        if average is not None:
+            average.update(getattr(net, "module", net))
         count += 1
         for key, value in (("loss", terms.total.item()), ("bce_main", terms.bce_main),
                            ("bce_aux", terms.bce_aux), ("morph", terms.morph)):
@@ -247,6 +251,13 @@ def main(argv=None) -> int:
     elif init_weights is not None:
         load_weights(net, init_weights)
         run.log(f"initialised the model from {args.init_weights}")
+    average = WeightAverage(net, config.Train.ema_decay) if config.Train.ema_decay > 0 else None
+    if average is not None and resume_state is not None:
+        if "weight_average" not in resume_state.entries:
+            raise BadInput(f"--resume: {run_dir / LAST_CHECKPOINT} holds no weight average, but "
+                           f"Train.ema_decay is {config.Train.ema_decay}: resume with the run's own config")
+        average.load_state_dict(resume_state.entries["weight_average"])
+    validated_net = average.module if average is not None else net  # what validation measures and best.pth holds
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -269,16 +280,20 @@ def main(argv=None) -> int:
         torch.manual_seed(config.Train.seed * 100_003 + epoch * 101 + rank)  # dropout: repeatable per epoch
         try:
             train_metrics = train_one_epoch(net, train_loader, optimizer, config, morph_pairs, device, epoch, rank,
-                                            scaler, amp, progress)
+                                            scaler, amp, progress, average)
             if scheduler is not None:
                 scheduler.step()
             if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
                 for buffer in net.module.buffers():  # every rank validates the same model and stops together
                     dist.broadcast(buffer, 0)
+                if average is not None:
+                    for buffer in average.module.buffers():
+                        dist.broadcast(buffer, 0)
             arrays = None
             if validation_due(epoch, last_epoch, config.Train.val_every):
                 try:
-                    arrays = evaluate(net, val_loader, config, device, config.Train.val_clicks, progress=progress)
+                    arrays = evaluate(validated_net, val_loader, config, device, config.Train.val_clicks,
+                                      progress=progress)
                 except NonFinitePrediction as exc:
                     raise TrainingDiverged(f"after epoch {epoch}: {exc}") from None
         except TrainingDiverged as exc:
@@ -299,7 +314,7 @@ def main(argv=None) -> int:
             if improved:
                 state.update(best_metric=metric, best_epoch=epoch, patience=0)
                 if rank == 0:
-                    save_checkpoint(run.best_checkpoint, net, epoch=epoch,
+                    save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch,
                                     metric={config.Train.decision_metric: metric}, config=config)
             else:
                 state["patience"] += config.Train.val_every
@@ -315,9 +330,10 @@ def main(argv=None) -> int:
         run.record_metrics(epoch, metrics)
         run.log(f"{summary} ({metrics['epoch_seconds']:.0f}s)")
         if rank == 0:
+            extra = {"weight_average": average.state_dict()} if average is not None else {}
             save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else {},
-                            train_state=state, config=config, epoch=epoch)
+                            train_state=state, config=config, epoch=epoch, **extra)
         if state["patience"] > config.Train.patience:
             stop_reason = f"early stop: no improvement for {state['patience']} epochs"
             break

@@ -126,6 +126,9 @@ SCHEMA: dict = {
                           help="validate (and choose best.pth) every N epochs and after the last one; "
                                "1 = every epoch (paper). Validation costs about a third of a CPU epoch"),
         "grad_clip": _float(0.0, "max gradient norm; 0 = off"),
+        "ema_decay": Spec(float, minimum=0.0, maximum=0.9999, default=0.0,
+                          help="validate and save an exponential moving average of the weights with this "
+                               "decay per step (e.g. 0.999); 0 = off, the trained weights themselves (paper)"),
     },
     "Hint": {
         "max_hint": _int(0),

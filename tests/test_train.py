@@ -220,3 +220,31 @@ def test_misc_device_of_the_config_is_used(synthetic_dataset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "device cpu" in out and "no CUDA device found" not in out  # 'auto' would print that notice
     assert _run(table, tmp_path, "dev2", "--set", "MISC.device=cuda", "--device", "cpu", "--set", "Train.epoch=1") == 0
+
+
+def test_weight_average_is_validated_saved_as_best_and_resumed_exactly(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    ema = ("--set", "Train.epoch=3", "--set", "Train.ema_decay=0.9", "--set", "Train.val_every=5")
+    assert _run(table, tmp_path, "straight", *ema) == 0  # validates only after epoch 3: best.pth is epoch 3
+    assert _run(table, tmp_path, "stopped", *ema, "--stop-after-epoch", "2") == 0
+    assert _run(table, tmp_path, "stopped", "--resume", *ema) == 0
+    straight = torch.load(tmp_path / "straight/last.pth", map_location="cpu", weights_only=True)
+    resumed = torch.load(tmp_path / "stopped/last.pth", map_location="cpu", weights_only=True)
+    average = straight["weight_average"]["model"]
+    assert straight["weight_average"]["steps"] == resumed["weight_average"]["steps"] == 6  # 3 epochs x 2 batches
+    for key, value in average.items():
+        assert torch.equal(value, resumed["weight_average"]["model"][key]), key
+    best = torch.load(tmp_path / "straight/best.pth", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 3
+    assert all(torch.equal(best["model"][k], average[k]) for k in average)  # the average, not the trained weights
+    assert any(not torch.equal(average[k], straight["model"][k]) for k in average if average[k].is_floating_point())
+    validated = [{m["epoch"]: m["val/metric"] for m in _metrics(tmp_path / run) if "val/metric" in m}
+                 for run in ("straight", "stopped")]
+    assert validated[0][3] == validated[1][3]
+
+
+def test_resuming_a_plain_run_with_a_weight_average_is_refused(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "plain", "--set", "Train.epoch=2", "--stop-after-epoch", "1") == 0
+    assert _run(table, tmp_path, "plain", "--resume", "--set", "Train.ema_decay=0.9") == 2
+    assert "holds no weight average" in capsys.readouterr().err

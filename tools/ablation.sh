@@ -8,7 +8,7 @@
 #   no_morph    --set Morph.use=false              without the morphology-aware loss
 #   no_gating   --set Model.use_gating=false       without the interaction-guided gating block
 #   no_prev     --set Model.prev_heatmap=none      without the previous-heatmap input
-# Runs: save/ablation_s<seed>_<variant>-{1,2} and save/ablation_s<seed>_<variant>.pth; evaluations:
+# Runs: save/ablation_s<seed>_<variant> and save/ablation_s<seed>_<variant>.pth; evaluations:
 # results/ablation/s<seed>_<variant>/. Each variant takes as long as the fast recipe; run it again after an
 # interruption and it resumes (finished trainings and evaluations are skipped).
 set -euo pipefail
