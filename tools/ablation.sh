@@ -9,8 +9,10 @@
 #   no_gating   --set Model.use_gating=false       without the interaction-guided gating block
 #   no_prev     --set Model.prev_heatmap=none      without the previous-heatmap input
 # Runs: save/ablation_s<seed>_<variant> and save/ablation_s<seed>_<variant>.pth; evaluations:
-# results/ablation/s<seed>_<variant>/. Each variant takes as long as the fast recipe; run it again after an
-# interruption and it resumes (finished trainings and evaluations are skipped).
+# results/ablation/s<seed>_<variant>/; the small text files of both (training log, metrics, config, results)
+# are copied to pretrained/ablation_logs/s<seed>_<variant>/ to be committed. Each variant takes as long as
+# the fast recipe; run it again after an interruption and it resumes (finished trainings and evaluations
+# are skipped).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/ensure_env.sh
@@ -55,6 +57,9 @@ for variant in "${variants[@]}"; do
   if [ ! -f "$out/results.json" ]; then
     "$PY" test.py --checkpoint "save/$run.pth" --data "$AASCE_DATA" --split test --out "$out" --no-progress
   fi
+  logs="pretrained/ablation_logs/s${seed}_${variant}"
+  mkdir -p "$logs"
+  cp "save/$run/log.txt" "save/$run/metrics.jsonl" "save/$run/config.yaml" "$out/results.json" "$out/results.md" "$logs/"
   evaluated+=("$variant=$out")
 done
 "$PY" tools/compare_runs.py "${evaluated[@]}"
