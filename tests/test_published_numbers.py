@@ -19,13 +19,18 @@ LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
 
 
+def _cells(line: str) -> list[str]:
+    """'| a | b |' -> ['a', 'b']"""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
 def _first_table_after(marker: str) -> list[list[str]]:
     """Cells of the first Markdown table after `marker` in the README, header row first."""
     assert marker in README, f"README has no '{marker}'"
     rows = []
     for line in README.split(marker, 1)[1].splitlines():
         if line.startswith("|"):
-            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            rows.append(_cells(line))
         elif rows:
             break
     return [row for row in rows if not set("".join(row)) <= set("-")]
@@ -47,8 +52,8 @@ def test_ablation_rows_are_the_committed_runs_results():
         results = json.loads((LOGS / run / "results.json").read_text())
         assert results["split"] == "test" and results["num_images"] == 64, run
         want_header, _, want_row = comparison_table({run: results}).splitlines()
-        assert header == [cell.strip() for cell in want_header.strip("|").split("|")]
-        assert row[1:] == [cell.strip() for cell in want_row.strip("|").split("|")][1:], run
+        assert header == _cells(want_header)
+        assert row[1:] == _cells(want_row)[1:], run
 
 
 def test_fast_recipe_validation_table_is_the_committed_evaluation():
