@@ -84,7 +84,7 @@ if [ "${TRAIN:-0}" = 1 ]; then
   echo "   expect about $MINUTES min on 2 idle cores (longer under load); ${RESUME[*]:+resuming save/$NAME; }"\
 "Ctrl-C and re-run to resume after the last finished epoch."
   echo "   This is a pipeline check: a short run from scratch learns rough positions, not to follow clicks"
-  echo "   (the committed model needed 4.5 h in three stages: bash tools/train_aasce_cpu.sh)."
+  echo "   (the committed model needed 5.8 h in four stages: bash tools/train_aasce_cpu.sh)."
   "$PY" train.py --config config/quick.yaml --name "$NAME" "${RESUME[@]}" \
     --set "PATH.DATA.IMAGE=$DATA/" --set "PATH.DATA.TABLE=$DATA/" --set "Train.epoch=$EPOCHS"
   EVAL_ARGS=(--only-test-version "$NAME")
@@ -119,6 +119,6 @@ Outputs in $OUT/:
 Next:
   the annotation tool:   $PY demo.py   (then open the printed URL)
   training:              TRAIN=1 bash run.sh   (config/quick.yaml from scratch: a pipeline check)
-                         bash tools/train_aasce_cpu.sh   (the committed model's recipe, real data, 4.5 h)
+                         bash tools/train_aasce_cpu.sh   (the committed model's recipe, real data, 5.8 h)
   real data:             AASCE_SOURCE=/path/to/boostnet_labeldata bash run.sh   (see README "Data")
 EOF

@@ -131,13 +131,27 @@ def test_old_keys_that_contradict_are_refused(tmp_path):
         util.load_config("config/spineweb_ours.yaml", ["Morph.threePointAngle=false"])
 
 
-def test_committed_checkpoint_config_with_old_keys_means_clicked_channels():
+def test_checkpoint_config_with_old_keys_means_clicked_channels(tmp_path):
+    """Checkpoints written before Model.prev_heatmap (the stage-3 model of 2026-12-02 among them) stored
+    Model.use_prev_heatmap_only_for_hint_index + Train.prev_heatmap: the committed model's config rewritten
+    that way must still read as 'clicked'."""
+    import copy
+
+    import torch
+
     from model import read_checkpoint
 
     checkpoint = read_checkpoint("pretrained/aasce_cpu.pth")
-    stored = checkpoint.entries["config"]
-    assert stored["Model"]["use_prev_heatmap_only_for_hint_index"] is True and stored["Train"]["prev_heatmap"] == "clicked"
     assert checkpoint.config().Model.prev_heatmap == "clicked"
+    old = copy.deepcopy(checkpoint.entries["config"])
+    del old["Model"]["prev_heatmap"]
+    old["Model"]["use_prev_heatmap_only_for_hint_index"] = True
+    old["Train"]["prev_heatmap"] = "clicked"
+    torch.save({"model": checkpoint.state_dict, **checkpoint.entries, "config": old}, tmp_path / "old.pth")
+    assert read_checkpoint(tmp_path / "old.pth").config().Model.prev_heatmap == "clicked"
+    old["Train"]["prev_heatmap"] = "full"
+    torch.save({"model": checkpoint.state_dict, **checkpoint.entries, "config": old}, tmp_path / "old.pth")
+    assert read_checkpoint(tmp_path / "old.pth").config().Model.prev_heatmap == "clicked_at_test"
 
 
 def test_duplicate_keys_non_utf8_and_non_finite_overrides_are_named(tmp_path):
