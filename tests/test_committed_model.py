@@ -4,7 +4,7 @@ evaluation is what the committed weights give.
 pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
 with the model. The first test holds the README to that file (every number of the Results section and the
 "for scale" row of the ablation); the second re-runs the evaluation on the real AASCE test split (it needs
-../shared/aasce, about 3 minutes) and holds the file to the weights.
+../shared/aasce; 2 min 22 s on the idle 2-core machine) and holds the file to the weights.
 """
 from __future__ import annotations
 
