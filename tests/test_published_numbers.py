@@ -1,27 +1,52 @@
-"""The README's fast-recipe and ablation numbers are the committed logs' numbers.
+"""The README's published numbers are the committed logs' numbers, and the committed model gives them.
 
 Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
 tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
 have its row. The fast recipe's validation table, checkpoint metric and logged epoch time are recomputed
 from the same folder, so a retrained run whose logs are committed without the README (or the reverse) fails.
+
+pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
+with the model: README "Results" and the ablation's "for scale" row must quote it, and with ../shared/aasce
+present the committed weights are re-evaluated on the real test split (2 min 22 s on the idle 2-core
+machine) and must give it.
 """
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from conftest import AASCE, require
 from misc.report import comparison_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
+CHECKPOINT = "pretrained/aasce_cpu.pth"
+COMMITTED_EVALUATION = ROOT / "pretrained" / "aasce_cpu_logs" / "test_results.json"
 
 
 def _cells(line: str) -> list[str]:
     """'| a | b |' -> ['a', 'b']"""
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _flat_section(start: str, end: str) -> str:
+    """README text between `start` and the next `end`, whitespace runs collapsed to one space."""
+    assert start in README, f"README has no '{start}'"
+    return " ".join(README.split(start, 1)[1].split(end, 1)[0].split())
+
+
+def _committed_evaluation() -> dict:
+    results = json.loads(COMMITTED_EVALUATION.read_text())
+    assert (results["checkpoint"], results["split"], results["num_images"]) == (CHECKPOINT, "test", 64)
+    return results
 
 
 def _first_table_after(marker: str) -> list[list[str]]:
@@ -69,7 +94,65 @@ def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
     epochs = [json.loads(line) for line in (FAST_RUN / "metrics.jsonl").read_text().splitlines()]
     best = min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
     seconds = sum(epoch["epoch_seconds"] for epoch in epochs)
-    section = " ".join(README.split("**The fast recipe and its result.**", 1)[1].split("| clicks |", 1)[0].split())
+    section = _flat_section("**The fast recipe and its result.**", "| clicks |")
     hours, minutes = divmod(round(seconds / 60), 60)
     assert f"checkpoint metric **{best:.2f}**" in section
     assert f"**{hours} h {minutes} min** of training ({seconds:.0f} s of epochs logged" in section
+
+
+def _two_decimals(values) -> str:
+    return " | ".join(f"{value:.2f}" for value in values)
+
+
+def test_readme_results_section_quotes_the_committed_evaluation():
+    results = _committed_evaluation()
+    model, manual = results["model"]["sargmax_mm_MRE"], results["manual"]["sargmax_mm_MRE"]
+    hard_model, hard_manual = results["model"]["hargmax_mm_MRE"], results["manual"]["hargmax_mm_MRE"]
+    expected = [
+        f"takes the MRE from {model[0]:.2f} px to {model[5]:.2f} px after 5 clicks ({model[5] / model[0]:.2f} of "
+        f"the start); manual revision reaches {manual[5]:.2f}.",
+        f"| model revision (this model) | {_two_decimals(model[:6])} |",
+        f"| manual revision (this model) | {_two_decimals(manual[:6])} |",
+        f"- After 10 clicks: model {model[10]:.2f} px, manual {manual[10]:.2f} px.",
+        f"- Hard-argmax MRE: model {hard_model[0]:.2f} → {hard_model[5]:.2f} after 0 → 5 clicks; manual "
+        f"{hard_manual[0]:.2f} → {hard_manual[5]:.2f}.",
+    ]
+    for revision in ("model", "manual"):
+        noc = [results["noc"][threshold][revision] for threshold in ("40", "30", "20")]
+        expected.append(f"- {revision} revision: " + " / ".join(f"{entry['mean_clicks']:.2f}" for entry in noc)
+                        + " (" + " / ".join(str(entry["not_reached"]) for entry in noc) + " images never get there)")
+        expected.append(f"- {revision} revision: " + ", ".join(f"{value:.2f}" for value in
+                                                              results[revision]["cobb_SMAPE"][:6]))
+    section = _flat_section("## Results", "**What made the clicks steer.**")
+    for line in expected:
+        assert line in section, f"README Results does not say: {line}"
+
+
+def test_readme_ablation_scale_row_is_the_committed_evaluation():
+    rows = _first_table_after("**The ablation**")
+    row = next(row for row in rows if row[0].startswith("for scale: the committed model"))
+    assert row[1:] == _cells(comparison_table({"committed": _committed_evaluation()}).splitlines()[2])[1:]
+
+
+def test_committed_model_reproduces_its_published_evaluation(tmp_path):
+    """`bash test.sh` on the real data gives the committed numbers (to 0.01 px / 0.01 %)."""
+    import test as test_script
+
+    raw = require(AASCE, "re-evaluating the committed model on the real test split")
+    subprocess.run([sys.executable, str(ROOT / "data_preprocessing.py"), "--source", str(raw), "--target",
+                    str(tmp_path), "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    out = tmp_path / "out"
+    code = test_script.main(["--checkpoint", str(ROOT / CHECKPOINT), "--data", str(tmp_path / "dataset16_512"),
+                             "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    got, want = json.loads((out / "results.json").read_text()), _committed_evaluation()
+    assert got["num_images"] == want["num_images"] and got["max_clicks"] == want["max_clicks"]
+    for revision in ("model", "manual"):
+        for metric in ("sargmax_mm_MRE", "hargmax_mm_MRE", "cobb_SMAPE"):
+            np.testing.assert_allclose(got[revision][metric], want[revision][metric], atol=0.01,
+                                       err_msg=f"{revision} {metric}")
+    for threshold, entry in want["noc"].items():
+        for revision in ("model", "manual"):
+            assert got["noc"][threshold][revision]["not_reached"] == entry[revision]["not_reached"]
+            assert got["noc"][threshold][revision]["mean_clicks"] == pytest.approx(entry[revision]["mean_clicks"],
+                                                                                   abs=0.02)
