@@ -6,7 +6,8 @@
 Writes to the output folder: results.json (every metric per click), results.md (the table),
 mre_per_click.png, and predictions.npz (per image and click: coordinates of both revisions in the
 network grid and in original pixels, the truth, the click order), so anyone can recompute the
-metrics without this code.
+metrics without this code, and per_image.csv (model revision's MRE and Cobb SMAPE per image and click,
+small enough to commit; tools/compare_runs.py --paired-to compares runs image by image on it).
 """
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ import torch
 
 import util
 from dataset.keypoint_dataset import KeypointDataset, collate
-from misc.cobb import NUM_KEYPOINTS as COBB_KEYPOINTS
+from misc.cobb import NUM_KEYPOINTS as COBB_KEYPOINTS, smape_per_image
 from misc.cobb_eval import (REVISIONS, cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles,
                             true_cobb_angles)
-from misc.evaluation import evaluate, original_frame, summarise
+from misc.evaluation import evaluate, original_frame, per_image_errors, summarise
 from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
-from misc.report import PAPER_AASCE, format_table, plot_mre
+from misc.report import PAPER_AASCE, PER_IMAGE_FILE, format_table, per_image_csv, plot_mre
 from misc.errors import BadInput, report_bad_input
 from model import build_model, load_weights, read_checkpoint
 
@@ -85,6 +86,17 @@ def resolve_model(args):
     return config, checkpoint, checkpoint.path.parent / f"{checkpoint.path.stem}_test"
 
 
+def per_image_text(arrays: dict) -> str:
+    """per_image.csv of model revision: MRE (sargmax, original pixels) and, when the arrays hold Cobb angles,
+    Cobb SMAPE per image after 0..C clicks. ``arrays``: evaluate()'s output, or predictions.npz loaded."""
+    mre = per_image_errors(arrays, "model", "sargmax", "mm")
+    smape = None
+    if "model_cobb_angles" in arrays:
+        predicted, true = arrays["model_cobb_angles"], arrays["true_cobb_angles"]
+        smape = np.stack([smape_per_image(predicted[:, c], true) for c in range(predicted.shape[1])], axis=1)
+    return per_image_csv([str(name) for name in arrays["names"]], mre, smape)
+
+
 def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config, cobb: dict | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     util.atomic_write_json(out_dir / "results.json", results)
@@ -97,6 +109,7 @@ def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config,
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **npz)
     util.atomic_write_bytes(out_dir / "predictions.npz", buffer.getvalue())
+    util.atomic_write_text(out_dir / PER_IMAGE_FILE, per_image_text(npz))
     reference = PAPER_AASCE if config.Dataset.NAME == "dataset16" else None
     plot_mre(results, out_dir / "mre_per_click.png", reference=reference)
     if cobb is not None:
@@ -140,7 +153,7 @@ def main(argv=None) -> int:
         save_outputs(out_dir, arrays, results, table, config, cobb)
     except OSError as exc:  # e.g. the disk filled up during the evaluation; atomic writes left no half files
         raise BadInput(f"cannot write the results to {out_dir}: {exc.strerror or exc}") from None
-    print(f"wrote {out_dir}/results.json, results.md, predictions.npz and the plots")
+    print(f"wrote {out_dir}/results.json, results.md, predictions.npz, {PER_IMAGE_FILE} and the plots")
     if args.visualize:
         from misc.visualize import write_strips
 

@@ -97,3 +97,92 @@ def comparison_table(named_results: dict[str, dict], clicks: int = 5) -> str:
             cells += [f"{model['cobb_SMAPE'][0]:.2f}", f"{model['cobb_SMAPE'][clicks]:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+PER_IMAGE_FILE = "per_image.csv"
+
+
+def per_image_csv(names, mre, cobb_smape=None) -> str:
+    """CSV text, one row per image: name, model-revision MRE after 0..C clicks (sargmax, original pixels)
+    and, when given, Cobb SMAPE (%) after 0..C clicks. mre, cobb_smape: (N, C+1) arrays in the order of
+    names. Small enough to commit beside results.json; tools/compare_runs.py --paired-to pairs runs on it."""
+    mre = [list(map(float, row)) for row in mre]
+    if len(mre) != len(names):
+        raise ValueError(f"{len(names)} names but {len(mre)} MRE rows")
+    header = ["image", *[f"mre_{c}" for c in range(len(mre[0]) if mre else 0)]]
+    if cobb_smape is not None:
+        cobb_smape = [list(map(float, row)) for row in cobb_smape]
+        if len(cobb_smape) != len(names):
+            raise ValueError(f"{len(names)} names but {len(cobb_smape)} Cobb SMAPE rows")
+        header += [f"cobb_smape_{c}" for c in range(len(cobb_smape[0]) if cobb_smape else 0)]
+    lines = [",".join(header)]
+    for index, name in enumerate(names):
+        if "," in str(name) or "\n" in str(name):
+            raise ValueError(f"image name {name!r} contains a comma or a line break")
+        values = mre[index] + (cobb_smape[index] if cobb_smape is not None else [])
+        lines.append(",".join([str(name), *[f"{v:.4f}" for v in values]]))
+    return "\n".join(lines) + "\n"
+
+
+def parse_per_image_csv(text: str, source: str = "per_image.csv") -> dict:
+    """Inverse of :func:`per_image_csv`: {"images": [names], "mre": (N, C+1), "cobb_smape": (N, C+1) or
+    None}. A malformed file is a ValueError naming ``source`` and the line."""
+    import numpy as np
+
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("image,mre_0"):
+        raise ValueError(f"{source}: not a per-image table (the first line must start with 'image,mre_0')")
+    header = lines[0].split(",")
+    mre_columns = [i for i, h in enumerate(header) if h.startswith("mre_")]
+    cobb_columns = [i for i, h in enumerate(header) if h.startswith("cobb_smape_")]
+    names, rows = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split(",")
+        if len(cells) != len(header):
+            raise ValueError(f"{source}, line {number}: {len(cells)} cells, the header has {len(header)}")
+        try:
+            rows.append([float(cell) for cell in cells[1:]])
+        except ValueError:
+            raise ValueError(f"{source}, line {number}: a value is not a number") from None
+        names.append(cells[0])
+    if not rows:
+        raise ValueError(f"{source}: no image rows")
+    values = np.array(rows, dtype=np.float64)
+    return {"images": names, "mre": values[:, [i - 1 for i in mre_columns]],
+            "cobb_smape": values[:, [i - 1 for i in cobb_columns]] if cobb_columns else None}
+
+
+def paired_difference_table(named_per_image: dict[str, dict], reference: str, clicks: int = 5,
+                            resamples: int = 10000, level: float = 0.95, seed: int = 0) -> str:
+    """Markdown table: for each run but ``reference``, the mean per-image difference run - reference in
+    model-revision MRE after 0..clicks and (when all runs have it) Cobb SMAPE at 0 and ``clicks``, with its
+    paired-bootstrap interval over the images (:func:`misc.paired.paired_bootstrap`). Negative = the run is
+    better. ``named_per_image``: name -> :func:`parse_per_image_csv` output; all must list the same images."""
+    from misc.paired import paired_bootstrap
+
+    if reference not in named_per_image:
+        raise ValueError(f"--paired-to '{reference}' is not one of the runs ({', '.join(named_per_image)})")
+    base = named_per_image[reference]
+    for name, table in named_per_image.items():
+        if table["images"] != base["images"]:
+            raise ValueError(f"'{name}' and '{reference}' list different images (or in another order): "
+                             "a paired comparison needs the same images")
+        if table["mre"].shape[1] < clicks + 1:
+            raise ValueError(f"'{name}' has per-image MRE to {table['mre'].shape[1] - 1} clicks, the table needs {clicks}")
+    has_cobb = all(t["cobb_smape"] is not None and t["cobb_smape"].shape[1] > clicks for t in named_per_image.values())
+    header = ["run - " + reference, *[f"MRE {n}" for n in range(clicks + 1)]]
+    if has_cobb:
+        header += ["Cobb SMAPE 0", f"Cobb SMAPE {clicks}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, table in named_per_image.items():
+        if name == reference:
+            continue
+        pairs = [(table["mre"][:, : clicks + 1], base["mre"][:, : clicks + 1])]
+        if has_cobb:
+            pairs.append((table["cobb_smape"][:, [0, clicks]], base["cobb_smape"][:, [0, clicks]]))
+        cells = [name]
+        for run_errors, base_errors in pairs:
+            mean, low, high = paired_bootstrap(run_errors, base_errors, resamples, level, seed)
+            cells += [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in zip(mean, low, high)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

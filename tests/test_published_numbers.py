@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import AASCE, require
-from misc.report import comparison_table
+from misc.report import comparison_table, paired_difference_table, parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -68,10 +68,14 @@ def _run_of(label: str) -> str:
     return f"s{seed.group(1) if seed else 0}_{variant.group(1)}" if variant else ""
 
 
+def _committed_runs() -> list[str]:
+    return sorted(path.name for path in LOGS.iterdir() if (path / "results.json").is_file())
+
+
 def test_ablation_rows_are_the_committed_runs_results():
     header, *rows = _first_table_after("**The ablation**")
     runs = {_run_of(row[0]): row for row in rows if _run_of(row[0])}
-    committed = sorted(path.name for path in LOGS.iterdir() if (path / "results.json").is_file())
+    committed = _committed_runs()
     assert committed and sorted(runs) == committed, "each committed ablation run has exactly one README row"
     for run, row in runs.items():
         results = json.loads((LOGS / run / "results.json").read_text())
@@ -79,6 +83,35 @@ def test_ablation_rows_are_the_committed_runs_results():
         want_header, _, want_row = comparison_table({run: results}).splitlines()
         assert header == _cells(want_header)
         assert row[1:] == _cells(want_row)[1:], run
+
+
+def test_each_ablation_runs_per_image_table_averages_to_its_results():
+    """per_image.csv (what the paired comparison uses) belongs to the same evaluation as results.json."""
+    for run in _committed_runs():
+        results = json.loads((LOGS / run / "results.json").read_text())
+        table = parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
+        assert len(table["images"]) == results["num_images"] == 64, run
+        np.testing.assert_allclose(table["mre"].mean(0), results["model"]["sargmax_mm_MRE"], atol=1e-3, err_msg=run)
+        np.testing.assert_allclose(table["cobb_smape"].mean(0), results["model"]["cobb_SMAPE"], atol=1e-3, err_msg=run)
+
+
+def test_ablation_paired_differences_are_the_committed_runs_ones():
+    """The README's table of per-image differences to the full method is what `tools/compare_runs.py
+    --paired-to` makes of the committed per_image.csv files (default 10000 resamples, seed 0)."""
+    header, *rows = _first_table_after("**Per-image differences to the full method**")
+    reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
+    runs = {_run_of(row[0]): row for row in rows}
+    assert "" not in runs, "each row names its run's command"
+    tables = {run: parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
+              for run in [reference, *runs]}
+    want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
+    assert header[1:] == _cells(want_header)[1:]
+    for want in want_rows:
+        cells = _cells(want)
+        assert runs[cells[0]][1:] == cells[1:], cells[0]
+    seed = reference.split("_", 1)[0]
+    variants = sorted(run for run in _committed_runs() if run.startswith(seed + "_") and run != reference)
+    assert sorted(runs) == variants, "every committed variant of that seed has its row"
 
 
 def test_fast_recipe_validation_table_is_the_committed_evaluation():

@@ -206,3 +206,59 @@ def test_compare_runs_rows_hold_each_runs_numbers_and_refuse_other_images(report
     assert "'val'" in error and "split='val'" in error and "split='test'" in error
     assert compare_runs.main([str(tmp_path / "missing")]) == 2
     assert "missing: not found" in capsys.readouterr().err
+
+
+def test_per_image_csv_rows_are_each_images_own_errors(reported, truth):
+    """per_image.csv: per image (in predictions.npz order) model revision's MRE in original pixels and Cobb
+    SMAPE after 0..max clicks, recomputed here from the saved predictions with plain numpy."""
+    from misc.report import parse_per_image_csv
+
+    out, _, _ = reported
+    npz = np.load(out / "predictions.npz")
+    true_orig, raw_rc, spacing_rc = truth
+    table = parse_per_image_csv((out / "per_image.csv").read_text())
+    assert table["images"] == [str(name) for name in npz["names"]]
+    coords = _to_original(npz["model_sargmax_rc"].astype(np.float64), raw_rc, npz["image_size_rc"], spacing_rc)
+    np.testing.assert_allclose(table["mre"], _per_image_mre(coords, true_orig), atol=1e-4)
+    predicted, true = npz["model_cobb_angles"], npz["true_cobb_angles"][:, None, :]
+    smape = 100.0 * np.abs(predicted - true).sum(-1) / np.maximum((predicted + true).sum(-1), 1e-12)
+    assert table["cobb_smape"].shape == (4, MAX_CLICKS + 1) and np.ptp(table["cobb_smape"]) > 0
+    np.testing.assert_allclose(table["cobb_smape"], smape, atol=1e-4)
+
+
+def test_compare_runs_paired_to_gives_each_runs_per_image_difference_and_refuses_other_images(reported, tmp_path,
+                                                                                           capsys):
+    from misc.report import parse_per_image_csv, per_image_csv
+    from tools import compare_runs
+
+    out, _, _ = reported
+    base = parse_per_image_csv((out / "per_image.csv").read_text())
+    results_text = (out / "results.json").read_text()
+    shifts = np.array([1.0, 2.0, 3.0, 6.0])[:, None]  # image i is worse by shifts[i] px at every click
+    for name, mre in (("worse", base["mre"] + shifts), ("same", base["mre"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(results_text)
+        (folder / "per_image.csv").write_text(per_image_csv(base["images"], mre, base["cobb_smape"]))
+    assert compare_runs.main([f"full={out}", f"worse={tmp_path / 'worse'}", f"same={tmp_path / 'same'}",
+                              "--clicks", "2", "--paired-to", "full", "--resamples", "2000"]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+            for line in printed.splitlines() if line.startswith(("| worse", "| same"))}
+    worse = [re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell).groups() for cell in rows["worse"]]
+    assert len(worse) == 3 + 2  # MRE 0..2, Cobb SMAPE 0 and 2
+    for mean, low, high in worse[:3]:
+        assert float(mean) == pytest.approx(3.0) and 1.0 <= float(low) < 3.0 < float(high) <= 6.0
+    assert all(cell == "+0.00 [+0.00, +0.00]" for cell in rows["worse"][3:] + rows["same"])
+
+    reordered = tmp_path / "reordered"
+    reordered.mkdir()
+    (reordered / "results.json").write_text(results_text)
+    (reordered / "per_image.csv").write_text(per_image_csv(base["images"][::-1], base["mre"][::-1]))
+    assert compare_runs.main([f"full={out}", f"reordered={reordered}", "--paired-to", "full"]) == 2
+    assert "'reordered' and 'full' list different images" in capsys.readouterr().err
+    (reordered / "per_image.csv").unlink()
+    assert compare_runs.main([f"full={out}", f"reordered={reordered}", "--paired-to", "full"]) == 2
+    assert "reordered/per_image.csv: not found" in capsys.readouterr().err
+    assert compare_runs.main([f"full={out}", "--paired-to", "nobody"]) == 2
+    assert "'nobody' is not one of the runs" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's ablation at the fast recipe's budget (issue 14): each variant is trained from scratch with
 # tools/train_aasce_cpu_fast.sh (same seed, same epochs), evaluated on the test split, and the rows are
-# printed side by side by tools/compare_runs.py.
+# printed side by side by tools/compare_runs.py, with each variant's per-image difference to the first one.
 #   bash tools/ablation.sh [--seed N] [--only VARIANT[,VARIANT...]] [train.py options, e.g. --threads 2]
 # Variants (each switch off = the paper's method, validated at config load):
 #   full        the method
@@ -54,12 +54,14 @@ for variant in "${variants[@]}"; do
   if [ -n "${OVERRIDES[$variant]}" ]; then sets+=(--set "${OVERRIDES[$variant]}"); fi
   echo "== $variant (seed $seed): save/$run"
   RUN="$run" bash tools/train_aasce_cpu_fast.sh "${sets[@]}" ${passthrough[@]+"${passthrough[@]}"}
-  if [ ! -f "$out/results.json" ]; then
+  if [ ! -f "$out/results.json" ] || [ ! -f "$out/per_image.csv" ]; then
     "$PY" test.py --checkpoint "save/$run.pth" --data "$AASCE_DATA" --split test --out "$out" --no-progress
   fi
   logs="pretrained/ablation_logs/s${seed}_${variant}"
   mkdir -p "$logs"
-  cp "save/$run/log.txt" "save/$run/metrics.jsonl" "save/$run/config.yaml" "$out/results.json" "$out/results.md" "$logs/"
+  cp "save/$run/log.txt" "save/$run/metrics.jsonl" "save/$run/config.yaml" "$out/results.json" "$out/results.md" "$out/per_image.csv" "$logs/"
   evaluated+=("$variant=$out")
 done
-"$PY" tools/compare_runs.py "${evaluated[@]}"
+paired=()
+if [ "${#evaluated[@]}" -gt 1 ]; then paired=(--paired-to "${evaluated[0]%%=*}"); fi
+"$PY" tools/compare_runs.py "${evaluated[@]}" ${paired[@]+"${paired[@]}"}
