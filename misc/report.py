@@ -1,7 +1,10 @@
-"""Human-readable results: the README-style table and the MRE-per-click plot."""
+"""Human-readable results: the README-style table, the MRE-per-click plot, the ablation's tables (runs side
+by side, per-image differences) and the per-image CSV they are paired on."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 # The paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
 PAPER_AASCE = {
@@ -127,8 +130,6 @@ def per_image_csv(names, mre, cobb_smape=None) -> str:
 def parse_per_image_csv(text: str, source: str = "per_image.csv") -> dict:
     """Inverse of :func:`per_image_csv`: {"images": [names], "mre": (N, C+1), "cobb_smape": (N, C+1) or
     None}. A malformed file is a ValueError naming ``source`` and the line."""
-    import numpy as np
-
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("image,mre_0"):
         raise ValueError(f"{source}: not a per-image table (the first line must start with 'image,mre_0')")
