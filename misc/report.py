@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from misc.paired import paired_bootstrap
+
 # The paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
 PAPER_AASCE = {
     "model": [58.58, 35.39, 29.35, 24.02, 21.06, 17.67],
@@ -159,8 +161,6 @@ def paired_difference_table(named_per_image: dict[str, dict], reference: str, cl
     model-revision MRE after 0..clicks and (when all runs have it) Cobb SMAPE at 0 and ``clicks``, with its
     paired-bootstrap interval over the images (:func:`misc.paired.paired_bootstrap`). Negative = the run is
     better. ``named_per_image``: name -> :func:`parse_per_image_csv` output; all must list the same images."""
-    from misc.paired import paired_bootstrap
-
     if reference not in named_per_image:
         raise ValueError(f"--paired-to '{reference}' is not one of the runs ({', '.join(named_per_image)})")
     base = named_per_image[reference]

@@ -2,7 +2,8 @@
 
 Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
 tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
-have its row. The fast recipe's validation table, checkpoint metric and logged epoch time are recomputed
+have its row; its per_image.csv must average to that results.json, and the table of per-image differences
+to the full method must be what `compare_runs.py --paired-to` makes of those files. The fast recipe's validation table, checkpoint metric and logged epoch time are recomputed
 from the same folder, so a retrained run whose logs are committed without the README (or the reverse) fails.
 
 pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
@@ -72,13 +73,21 @@ def _committed_runs() -> list[str]:
     return sorted(path.name for path in LOGS.iterdir() if (path / "results.json").is_file())
 
 
+def _run_results(run: str) -> dict:
+    return json.loads((LOGS / run / "results.json").read_text())
+
+
+def _run_per_image(run: str) -> dict:
+    return parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
+
+
 def test_ablation_rows_are_the_committed_runs_results():
     header, *rows = _first_table_after("**The ablation**")
     runs = {_run_of(row[0]): row for row in rows if _run_of(row[0])}
     committed = _committed_runs()
     assert committed and sorted(runs) == committed, "each committed ablation run has exactly one README row"
     for run, row in runs.items():
-        results = json.loads((LOGS / run / "results.json").read_text())
+        results = _run_results(run)
         assert results["split"] == "test" and results["num_images"] == 64, run
         want_header, _, want_row = comparison_table({run: results}).splitlines()
         assert header == _cells(want_header)
@@ -88,8 +97,8 @@ def test_ablation_rows_are_the_committed_runs_results():
 def test_each_ablation_runs_per_image_table_averages_to_its_results():
     """per_image.csv (what the paired comparison uses) belongs to the same evaluation as results.json."""
     for run in _committed_runs():
-        results = json.loads((LOGS / run / "results.json").read_text())
-        table = parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
+        results = _run_results(run)
+        table = _run_per_image(run)
         assert len(table["images"]) == results["num_images"] == 64, run
         np.testing.assert_allclose(table["mre"].mean(0), results["model"]["sargmax_mm_MRE"], atol=1e-3, err_msg=run)
         np.testing.assert_allclose(table["cobb_smape"].mean(0), results["model"]["cobb_SMAPE"], atol=1e-3, err_msg=run)
@@ -102,8 +111,7 @@ def test_ablation_paired_differences_are_the_committed_runs_ones():
     reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
     runs = {_run_of(row[0]): row for row in rows}
     assert "" not in runs, "each row names its run's command"
-    tables = {run: parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
-              for run in [reference, *runs]}
+    tables = {run: _run_per_image(run) for run in [reference, *runs]}
     want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
     assert header[1:] == _cells(want_header)[1:]
     for want in want_rows:
