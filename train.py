@@ -63,6 +63,9 @@ def parse_args(argv=None):
                         help="stop cleanly after epoch N (the schedule still spans Train.epoch); "
                              "continue later with --resume (0 = run to the end)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config this command would train with (the file with its BASE chain and "
+                             "--set applied; with --resume the run's own) as YAML, and exit")
     args = parser.parse_args(argv)
     if args.stop_after_epoch < 0:
         parser.error(f"--stop-after-epoch must be >= 0, got {args.stop_after_epoch}")
@@ -212,9 +215,12 @@ def main(argv=None) -> int:
             raise BadInput(f"--resume: no checkpoint at {last}")
         resume_state = read_checkpoint(last)  # read once; refused when broken
         config = util.load_config(run_dir / CONFIG_FILE, args.set)
-    elif (run_dir / LAST_CHECKPOINT).exists():
+    elif (run_dir / LAST_CHECKPOINT).exists() and not args.print_config:
         raise BadInput(f"{run_dir} already holds a run: pass --resume to continue it or choose "
                        f"another --name")
+    if args.print_config:
+        print(util.config_to_yaml(config), end="")
+        return 0
     init_weights = read_checkpoint(args.init_weights) if args.init_weights and not args.resume else None
     if args.device:
         config.MISC.device = args.device

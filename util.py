@@ -56,9 +56,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
-__all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "select_device", "seed_everything",
-           "atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "config_to_yaml",
-           "check_output_dir", "BadInput"]
+__all__ = ["ConfigError", "load_config", "merge_config_trees", "config_from_dict", "parse_override",
+           "select_device", "seed_everything", "atomic_open", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "config_to_yaml", "check_output_dir", "BadInput"]
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -90,13 +90,24 @@ def _apply_override(tree: dict, keys: list[str], value, text: str) -> None:
     node[keys[-1]] = value
 
 
+BASE_KEY = "BASE"  # top-level key: the config this one starts from (a path relative to this file's folder)
+
+
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Munch:
     """Read a YAML config, apply ``--set``-style overrides and validate the result.
 
-    Every unknown, missing or mistyped key raises ``ConfigError`` naming the key and the file
-    (or the override that introduced it).
+    A config may start from another one: ``BASE: other.yaml`` (relative to its own folder) takes every
+    value of that file (and of its own ``BASE``) and lets this file's values replace them, so a recipe
+    stage lists only what it changes. Every unknown, missing or mistyped key raises ``ConfigError`` naming
+    the key and the file (or the override that introduced it).
     """
     path = Path(path)
+    tree, chain = _read_config_chain(path, ())
+    source = str(path) if len(chain) == 1 else f"{path} (with {BASE_KEY} {' <- '.join(map(str, chain[1:]))})"
+    return config_from_dict(tree, source, overrides)
+
+
+def _read_config_file(path: Path):
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -106,10 +117,45 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Munch
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
-        tree = read_yaml(text)
+        return read_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
-    return config_from_dict(tree, str(path), overrides)
+
+
+def _read_config_chain(path: Path, below: tuple[Path, ...]) -> tuple[object, tuple[Path, ...]]:
+    """(tree of ``path`` merged over its ``BASE`` chain, the chain's files from ``path`` down)."""
+    tree = _read_config_file(path)
+    if not isinstance(tree, dict) or BASE_KEY not in tree:
+        return tree, (path,)
+    tree = dict(tree)
+    base = tree.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must name another config file (a path relative to "
+                          f"{path.parent}), got {base!r}")
+    base_path = path.parent / base
+    seen = (*below, path)
+    if any(base_path.resolve() == p.resolve() for p in seen):
+        raise ConfigError(f"{path}: {BASE_KEY} chain returns to a file it started from: "
+                          + " -> ".join(map(str, (*seen, base_path))))
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: {BASE_KEY} '{base}' not found (looked for {base_path})")
+    base_tree, chain = _read_config_chain(base_path, seen)
+    if not isinstance(base_tree, dict):
+        raise ConfigError(f"{base_path} ({BASE_KEY} of {path}): expected a mapping of sections, "
+                          f"got {type(base_tree).__name__}")
+    return merge_config_trees(base_tree, tree), (path, *chain)
+
+
+def merge_config_trees(base: dict, changes: dict) -> dict:
+    """New tree: ``base`` with the values of ``changes`` put in; mappings merge key by key, any other
+    value (lists too) replaces the base's whole."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config_trees(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _one_or_listed(what: str, problems: list[str]) -> str:

@@ -174,3 +174,68 @@ def test_click_round_range_is_checked_across_keys():
     assert (c.Train.min_click_rounds, c.Train.max_click_rounds) == (2, 2)
     with pytest.raises(ConfigError, match=r"Train.min_click_rounds \(3\) exceeds Train.max_click_rounds \(2\)"):
         util.load_config("config/spineweb_ours.yaml", ["Train.min_click_rounds=3"])
+
+
+def test_merge_config_trees_merges_sections_and_replaces_other_values():
+    base = {"Train": {"epoch": 10, "seed": 0}, "Dataset": {"image_size": [512, 256], "aug": {"flip_p": 0.5}}}
+    changes = {"Train": {"epoch": 3}, "Dataset": {"image_size": [256, 128], "aug": {"rotate_p": 0.1}}}
+    merged = util.merge_config_trees(base, changes)
+    assert merged == {"Train": {"epoch": 3, "seed": 0},
+                      "Dataset": {"image_size": [256, 128], "aug": {"flip_p": 0.5, "rotate_p": 0.1}}}
+    assert base["Train"]["epoch"] == 10 and base["Dataset"]["aug"] == {"flip_p": 0.5}  # inputs untouched
+
+
+def _paper_tree():
+    return yaml.safe_load(open("config/spineweb_ours.yaml"))
+
+
+def test_base_chain_is_read_relative_to_each_file(tmp_path, monkeypatch):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "root" / "paper.yaml").write_text(yaml.safe_dump(_paper_tree()))
+    (tmp_path / "stages" / "one.yaml").write_text(
+        "BASE: ../root/paper.yaml\nTrain:\n  epoch: 7\nDataset:\n  aug:\n    flip_p: 0.0\n")
+    (tmp_path / "stages" / "two.yaml").write_text("BASE: one.yaml\nTrain:\n  batch_size: 2\n")
+    monkeypatch.chdir(tmp_path / "root")  # BASE is relative to the file, not to the working directory
+    two = util.load_config(tmp_path / "stages" / "two.yaml", ["Train.seed=5"])
+    expected = util.load_config(tmp_path / "root" / "paper.yaml", [
+        "Train.epoch=7", "Dataset.aug.flip_p=0.0", "Train.batch_size=2", "Train.seed=5"])
+    assert two.toDict() == expected.toDict()
+    assert two.Dataset.aug.rotate_p == expected.Dataset.aug.rotate_p  # the rest of a merged section is kept
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"c.yaml": "BASE: missing.yaml\n"}, r"c\.yaml: BASE 'missing.yaml' not found"),
+    ({"c.yaml": "BASE: 3\n"}, r"c\.yaml: BASE must name another config file .*got 3"),
+    ({"c.yaml": "BASE: b.yaml\n", "b.yaml": "BASE: c.yaml\n"},
+     r"BASE chain returns to a file .*c\.yaml -> .*b\.yaml -> .*c\.yaml"),
+    ({"c.yaml": "BASE: c.yaml\n"}, r"BASE chain returns"),
+    ({"c.yaml": "BASE: b.yaml\n", "b.yaml": "- 1\n"}, r"b\.yaml \(BASE of .*c\.yaml\): expected a mapping"),
+    ({"c.yaml": "BASE: b.yaml\n", "b.yaml": "Train: [\n"}, r"b\.yaml: not valid YAML"),
+    ({"c.yaml": "BASE: p.yaml\nTrain:\n  epochs: 3\n"},
+     r"c\.yaml \(with BASE .*p\.yaml\): unknown key 'Train\.epochs'"),
+])
+def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(_paper_tree()))
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        util.load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("recipe, overrides, trained_with", [
+    ("config/aasce_cpu_clicks3.yaml", [], "pretrained/aasce_cpu.pth"),
+    ("config/aasce_cpu_fast.yaml", [], "pretrained/ablation_logs/s0_full/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Morph.use=false"], "pretrained/ablation_logs/s0_no_morph/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Model.use_gating=false"], "pretrained/ablation_logs/s0_no_gating/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Model.prev_heatmap=none"], "pretrained/ablation_logs/s0_no_prev/config.yaml"),
+])
+def test_recipe_configs_give_the_config_their_committed_runs_trained_with(recipe, overrides, trained_with):
+    """The recipes list only what they change against their BASE; resolved, they must still be exactly
+    the configs the committed model and the ablation runs were trained with (stored beside them)."""
+    if trained_with.endswith(".pth"):
+        from model.weights import read_checkpoint
+        stored = read_checkpoint(trained_with).config()
+    else:
+        stored = util.load_config(trained_with)
+    assert util.load_config(recipe, overrides).toDict() == stored.toDict()

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 import train
+import util
 from conftest import REPO_ROOT, tiny_overrides
 
 
@@ -248,3 +250,15 @@ def test_resuming_a_plain_run_with_a_weight_average_is_refused(synthetic_dataset
     assert _run(table, tmp_path, "plain", "--set", "Train.epoch=2", "--stop-after-epoch", "1") == 0
     assert _run(table, tmp_path, "plain", "--resume", "--set", "Train.ema_decay=0.9") == 2
     assert "holds no weight average" in capsys.readouterr().err
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path, capsys):
+    (tmp_path / "aasce_cpu_fast").mkdir()
+    (tmp_path / "aasce_cpu_fast" / "last.pth").write_bytes(b"")  # an existing run does not block printing
+    args = ["--config", "config/aasce_cpu_fast.yaml", "--set", "Train.seed=4", "--save-dir", str(tmp_path)]
+    assert train.main(args + ["--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = util.load_config("config/aasce_cpu_fast.yaml", ["Train.seed=4"])
+    assert util.config_from_dict(printed, "printed").toDict() == expected.toDict()
+    assert printed["Optimizer"]["click_lr_mult"] == 3.0 and printed["Train"]["batch_size"] == 4  # own and BASE's
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["aasce_cpu_fast", "last.pth"]
