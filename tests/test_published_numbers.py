@@ -50,16 +50,25 @@ def _committed_evaluation() -> dict:
     return results
 
 
+def _tables_after(marker: str) -> list[list[list[str]]]:
+    """Cells of every Markdown table that follows an occurrence of `marker` in the README (the first table
+    after each), header rows first."""
+    assert marker in README, f"README has no '{marker}'"
+    tables = []
+    for text in README.split(marker)[1:]:
+        rows = []
+        for line in text.splitlines():
+            if line.startswith("|"):
+                rows.append(_cells(line))
+            elif rows:
+                break
+        tables.append([row for row in rows if not set("".join(row)) <= set("-")])
+    return tables
+
+
 def _first_table_after(marker: str) -> list[list[str]]:
     """Cells of the first Markdown table after `marker` in the README, header row first."""
-    assert marker in README, f"README has no '{marker}'"
-    rows = []
-    for line in README.split(marker, 1)[1].splitlines():
-        if line.startswith("|"):
-            rows.append(_cells(line))
-        elif rows:
-            break
-    return [row for row in rows if not set("".join(row)) <= set("-")]
+    return _tables_after(marker)[0]
 
 
 def _run_of(label: str) -> str:
@@ -105,21 +114,27 @@ def test_each_ablation_runs_per_image_table_averages_to_its_results():
 
 
 def test_ablation_paired_differences_are_the_committed_runs_ones():
-    """The README's table of per-image differences to the full method is what `tools/compare_runs.py
-    --paired-to` makes of the committed per_image.csv files (default 10000 resamples, seed 0)."""
-    header, *rows = _first_table_after("**Per-image differences to the full method**")
-    reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
-    runs = {_run_of(row[0]): row for row in rows}
-    assert "" not in runs, "each row names its run's command"
-    tables = {run: _run_per_image(run) for run in [reference, *runs]}
-    want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
-    assert header[1:] == _cells(want_header)[1:]
-    for want in want_rows:
-        cells = _cells(want)
-        assert runs[cells[0]][1:] == cells[1:], cells[0]
-    seed = reference.split("_", 1)[0]
-    variants = sorted(run for run in _committed_runs() if run.startswith(seed + "_") and run != reference)
-    assert sorted(runs) == variants, "every committed variant of that seed has its row"
+    """Each README table of per-image differences to the full method (one per seed) is what
+    `tools/compare_runs.py --paired-to` makes of the committed per_image.csv files (default 10000
+    resamples, seed 0), and every committed seed has one."""
+    seeds = set()
+    for header, *rows in _tables_after("**Per-image differences to the full method"):
+        reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
+        seed = reference.split("_", 1)[0]
+        runs = {_run_of(row[0]): row for row in rows}
+        assert "" not in runs, "each row names its run's command"
+        assert all(run.startswith(seed + "_") for run in runs), f"rows of another seed in the {reference} table"
+        tables = {run: _run_per_image(run) for run in [reference, *runs]}
+        want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
+        assert header[1:] == _cells(want_header)[1:]
+        for want in want_rows:
+            cells = _cells(want)
+            assert runs[cells[0]][1:] == cells[1:], cells[0]
+        variants = sorted(run for run in _committed_runs() if run.startswith(seed + "_") and run != reference)
+        assert sorted(runs) == variants, f"every committed variant of {seed} has its row"
+        seeds.add(seed)
+    committed_seeds = {run.split("_", 1)[0] for run in _committed_runs() if run.endswith("_full")}
+    assert seeds == committed_seeds, "each seed with a committed full run has its table"
 
 
 def test_fast_recipe_validation_table_is_the_committed_evaluation():
