@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 import util
+from model.weights import read_checkpoint
 from util import ConfigError
 
 # every shipped config, so that a recipe that stops loading is caught before its hours of training
@@ -27,8 +28,12 @@ def test_paper_config_holds_the_paper_settings():
     assert (c.Morph.angle_lambda, c.Morph.distance_lambda, c.Morph.pairs) == (0.01, 0.01, "dataset16")
 
 
+def _paper_tree():
+    return yaml.safe_load(open("config/spineweb_ours.yaml"))
+
+
 def _write(tmp_path, mutate):
-    tree = yaml.safe_load(open("config/spineweb_ours.yaml"))
+    tree = _paper_tree()
     mutate(tree)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -139,8 +144,6 @@ def test_checkpoint_config_with_old_keys_means_clicked_channels(tmp_path):
 
     import torch
 
-    from model import read_checkpoint
-
     checkpoint = read_checkpoint("pretrained/aasce_cpu.pth")
     assert checkpoint.config().Model.prev_heatmap == "clicked"
     old = copy.deepcopy(checkpoint.entries["config"])
@@ -183,10 +186,6 @@ def test_merge_config_trees_merges_sections_and_replaces_other_values():
     assert merged == {"Train": {"epoch": 3, "seed": 0},
                       "Dataset": {"image_size": [256, 128], "aug": {"flip_p": 0.5, "rotate_p": 0.1}}}
     assert base["Train"]["epoch"] == 10 and base["Dataset"]["aug"] == {"flip_p": 0.5}  # inputs untouched
-
-
-def _paper_tree():
-    return yaml.safe_load(open("config/spineweb_ours.yaml"))
 
 
 def test_base_chain_is_read_relative_to_each_file(tmp_path, monkeypatch):
@@ -234,7 +233,6 @@ def test_recipe_configs_give_the_config_their_committed_runs_trained_with(recipe
     """The recipes list only what they change against their BASE; resolved, they must still be exactly
     the configs the committed model and the ablation runs were trained with (stored beside them)."""
     if trained_with.endswith(".pth"):
-        from model.weights import read_checkpoint
         stored = read_checkpoint(trained_with).config()
     else:
         stored = util.load_config(trained_with)
