@@ -11,6 +11,7 @@ import torch
 from dataset.augment import augment, build_transform, occlude_band
 from misc.clicks import click_count_probs, sample_initial_clicks
 from misc.errors import BadInput
+from misc.vertebra_order import unrotate_vertebrae
 
 SPLITS = ("train", "val", "test")
 
@@ -54,6 +55,7 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.size_rc = tuple(config.Dataset.image_size)
         self.num_keypoints = config.Dataset.num_keypoint
         self.swap_lr = config.Dataset.aug.swap_lr_on_flip
+        self.fix_rotated_labels = self.train and config.Dataset.train_vertebra_order == "fix_rotated"
         self.occlusion_p = config.Dataset.aug.occlusion_p if self.train else 0.0
         self.occlusion_height = tuple(config.Dataset.aug.occlusion_height)
         self.transform = build_transform(config.Dataset.aug, self.size_rc, self.train)
@@ -76,6 +78,8 @@ class KeypointDataset(torch.utils.data.Dataset):
         points_xy = np.asarray(entry[points_key(entry, str(image_path))], dtype=np.float64)
         if points_xy.shape != (self.num_keypoints, 2):
             raise ValueError(f"{image_path}: expected {self.num_keypoints} points, got shape {points_xy.shape}")
+        if self.fix_rotated_labels:
+            points_xy = unrotate_vertebrae(points_xy)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, points_xy, geometry_unchanged = augment(
             self.transform, image, points_xy, int(rng.integers(2**31 - 1)), self.swap_lr)

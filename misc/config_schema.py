@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from misc.vertebra_order import POINTS_PER_VERTEBRA
 from misc.errors import BadInput
 
 
@@ -84,6 +85,13 @@ SCHEMA: dict = {
             "occlusion_height": Spec(list, item=float, length=2, minimum=0.0, maximum=1.0, default=[0.1, 0.3],
                                      help="band height range as a fraction of the image height"),
         },
+        # not in the paper: 17 of 417 AASCE training label files list the topmost vertebra last
+        # (misc/vertebra_order.py)
+        "train_vertebra_order": Spec(str, choices=("as_labelled", "fix_rotated"), default="as_labelled",
+                                     help="'as_labelled' trains on the labels as they are (paper); "
+                                          "'fix_rotated' moves a vertebra (4 points) listed last but lying "
+                                          "above all others to the front of a training label; validation "
+                                          "and evaluation always use the labels as they are"),
     },
     "Model": {
         "NAME": STR,
@@ -253,6 +261,12 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
     if train.get("min_click_rounds", 0) > train.get("max_click_rounds", 0):
         problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
                         f"Train.max_click_rounds ({train['max_click_rounds']})")
+    dataset = tree.get("Dataset", {})
+    if (dataset.get("train_vertebra_order") == "fix_rotated"
+            and dataset.get("num_keypoint", 0) % POINTS_PER_VERTEBRA):
+        problems.append(f"{source}: Dataset.train_vertebra_order 'fix_rotated' needs groups of "
+                        f"{POINTS_PER_VERTEBRA} points per vertebra, but Dataset.num_keypoint is "
+                        f"{dataset['num_keypoint']}")
     return problems
 
 
