@@ -212,3 +212,19 @@ def test_committed_model_reproduces_its_published_evaluation(tmp_path):
             assert got["noc"][threshold][revision]["not_reached"] == entry[revision]["not_reached"]
             assert got["noc"][threshold][revision]["mean_clicks"] == pytest.approx(entry[revision]["mean_clicks"],
                                                                                    abs=0.02)
+
+
+def test_fifth_stage_probe_numbers_are_its_committed_logs():
+    """README "A fifth stage": the validation metrics, epoch time and validation table of the probe."""
+    folder = ROOT / "pretrained" / "aasce_cpu_logs"
+    epochs = [json.loads(line) for line in (folder / "probe_stage5_metrics.jsonl").read_text().splitlines()]
+    section = _flat_section("**A fifth stage**", "| clicks |")
+    metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
+    assert f"Validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
+    assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
+    results = json.loads((folder / "probe_stage5_val_results.json").read_text())
+    assert (results["checkpoint"], results["split"], results["num_images"]) == ("save/aasce_cpu_clicks4.pth", "val", 127)
+    rows = {row[0]: row[1:] for row in _first_table_after("**A fifth stage**")}
+    assert rows["model revision MRE, fifth stage (best, epoch 2)"] == [
+        f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]]
+    assert rows["Cobb SMAPE (%), fifth stage"] == [f"{value:.2f}" for value in results["model"]["cobb_SMAPE"][:6]]
