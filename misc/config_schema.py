@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from misc.vertebra_order import POINTS_PER_VERTEBRA
 from misc.errors import BadInput
+from misc.vertebra_order import POINTS_PER_VERTEBRA
 
 
 @dataclass(frozen=True)

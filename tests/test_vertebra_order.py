@@ -108,7 +108,7 @@ def test_the_paper_config_keeps_the_labels_as_they_are():
     assert util.load_config("config/spineweb_ours.yaml").Dataset.train_vertebra_order == "as_labelled"
 
 
-def test_sorting_needs_four_points_per_vertebra():
+def test_the_repair_needs_four_points_per_vertebra():
     with pytest.raises(BadInput, match="train_vertebra_order.*num_keypoint is 10"):
         util.load_config("config/spineweb_ours.yaml", ["Dataset.num_keypoint=10",
                                                        "Dataset.train_vertebra_order=fix_rotated"])
