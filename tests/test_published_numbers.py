@@ -30,7 +30,8 @@ README = (ROOT / "README.md").read_text()
 LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
 CHECKPOINT = "pretrained/aasce_cpu.pth"
-COMMITTED_EVALUATION = ROOT / "pretrained" / "aasce_cpu_logs" / "test_results.json"
+MODEL_LOGS = ROOT / "pretrained" / "aasce_cpu_logs"
+COMMITTED_EVALUATION = MODEL_LOGS / "test_results.json"
 
 
 def _cells(line: str) -> list[str]:
@@ -64,6 +65,11 @@ def _tables_after(marker: str) -> list[list[list[str]]]:
                 break
         tables.append([row for row in rows if not set("".join(row)) <= set("-")])
     return tables
+
+
+def _epochs(metrics_jsonl: Path) -> list[dict]:
+    """The per-epoch records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
 
 
 def _first_table_after(marker: str) -> list[list[str]]:
@@ -147,7 +153,7 @@ def test_fast_recipe_validation_table_is_the_committed_evaluation():
 
 
 def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
-    epochs = [json.loads(line) for line in (FAST_RUN / "metrics.jsonl").read_text().splitlines()]
+    epochs = _epochs(FAST_RUN / "metrics.jsonl")
     best = min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
     seconds = sum(epoch["epoch_seconds"] for epoch in epochs)
     section = _flat_section("**The fast recipe and its result.**", "| clicks |")
@@ -216,13 +222,12 @@ def test_committed_model_reproduces_its_published_evaluation(tmp_path):
 
 def test_fifth_stage_probe_numbers_are_its_committed_logs():
     """README "A fifth stage": the validation metrics, epoch time and validation table of the probe."""
-    folder = ROOT / "pretrained" / "aasce_cpu_logs"
-    epochs = [json.loads(line) for line in (folder / "probe_stage5_metrics.jsonl").read_text().splitlines()]
+    epochs = _epochs(MODEL_LOGS / "probe_stage5_metrics.jsonl")
     section = _flat_section("**A fifth stage**", "| clicks |")
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
     assert f"Validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
     assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
-    results = json.loads((folder / "probe_stage5_val_results.json").read_text())
+    results = json.loads((MODEL_LOGS / "probe_stage5_val_results.json").read_text())
     assert (results["checkpoint"], results["split"], results["num_images"]) == ("save/aasce_cpu_clicks4.pth", "val", 127)
     rows = {row[0]: row[1:] for row in _first_table_after("**A fifth stage**")}
     assert rows["model revision MRE, fifth stage (best, epoch 2)"] == [
