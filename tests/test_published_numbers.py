@@ -233,3 +233,30 @@ def test_fifth_stage_probe_numbers_are_its_committed_logs():
     assert rows["model revision MRE, fifth stage (best, epoch 2)"] == [
         f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]]
     assert rows["Cobb SMAPE (%), fifth stage"] == [f"{value:.2f}" for value in results["model"]["cobb_SMAPE"][:6]]
+
+
+def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
+    """README "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
+    fast_logs = ROOT / "pretrained" / "aasce_cpu_fast_logs"
+    epochs = _epochs(fast_logs / "probe_ema_fixrot_metrics.jsonl")
+    averaged = json.loads((fast_logs / "probe_ema_fixrot_val_results.json").read_text())
+    plain = json.loads((fast_logs / "probe_ema_fixrot_raw_val_results.json").read_text())
+    assert (averaged["checkpoint"], averaged["split"], averaged["num_images"]) == ("save/fast_v3.pth", "val", 127)
+    assert (plain["checkpoint"], plain["split"], plain["num_images"]) == ("save/fast_v3_raw.pth", "val", 127)
+    last = epochs[-1]
+    assert last["val/metric"] == min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
+    # the logged checkpoint metric is the averaged network's evaluation (model revision, hard argmax, 0..3 clicks)
+    assert np.mean(averaged["model"]["hargmax_mm_MRE"][:4]) == pytest.approx(last["val/metric"], abs=0.005)
+    plain_metric = float(np.mean(plain["model"]["hargmax_mm_MRE"][:4]))
+    seconds = [epoch["epoch_seconds"] for epoch in epochs]
+    section = _flat_section("**Two switches on the fast recipe**", "| clicks |")
+    assert (f"{len(epochs)} epochs, {sum(seconds):.0f} s of epochs logged ({min(seconds):.0f}-{max(seconds):.0f} s "
+            f"each") in section
+    assert f"checkpoint metric (the average) **{last['val/metric']:.2f}** at epoch {last['epoch']}" in section
+    assert f"the plain network at epoch {last['epoch']} **{plain_metric:.2f}**" in section
+    rows = {row[0]: row[1:] for row in _first_table_after("**Two switches on the fast recipe**")}
+    for label, results in (("model revision, repaired labels + weight average (best.pth)", averaged),
+                           ("model revision, repaired labels (last.pth)", plain)):
+        assert rows[label] == [f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]], label
+    full = json.loads((FAST_RUN / "val_results.json").read_text())
+    assert rows["model revision, `full` run (neither)"] == [f"{v:.2f}" for v in full["model"]["sargmax_mm_MRE"][:6]]
