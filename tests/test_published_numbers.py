@@ -258,5 +258,7 @@ def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     for label, results in (("model revision, repaired labels + weight average (best.pth)", averaged),
                            ("model revision, repaired labels (last.pth)", plain)):
         assert rows[label] == [f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]], label
+    probe = _epochs(fast_logs / "probe_fixrot_metrics.jsonl")  # "its losses repeat the 11-epoch probe's"
+    assert [epoch["train/loss"] for epoch in epochs[:len(probe)]] == [epoch["train/loss"] for epoch in probe]
     full = json.loads((FAST_RUN / "val_results.json").read_text())
     assert rows["model revision, `full` run (neither)"] == [f"{v:.2f}" for v in full["model"]["sargmax_mm_MRE"][:6]]
