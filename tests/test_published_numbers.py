@@ -31,6 +31,7 @@ LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
 CHECKPOINT = "pretrained/aasce_cpu.pth"
 MODEL_LOGS = ROOT / "pretrained" / "aasce_cpu_logs"
+FAST_LOGS = ROOT / "pretrained" / "aasce_cpu_fast_logs"
 COMMITTED_EVALUATION = MODEL_LOGS / "test_results.json"
 
 
@@ -45,10 +46,20 @@ def _flat_section(start: str, end: str) -> str:
     return " ".join(README.split(start, 1)[1].split(end, 1)[0].split())
 
 
-def _committed_evaluation() -> dict:
-    results = json.loads(COMMITTED_EVALUATION.read_text())
-    assert (results["checkpoint"], results["split"], results["num_images"]) == (CHECKPOINT, "test", 64)
+def _evaluation(path: Path, checkpoint: str, split: str, num_images: int) -> dict:
+    """A results.json of test.py, after checking that it evaluated `checkpoint` on `split`."""
+    results = json.loads(path.read_text())
+    assert (results["checkpoint"], results["split"], results["num_images"]) == (checkpoint, split, num_images), path
     return results
+
+
+def _committed_evaluation() -> dict:
+    return _evaluation(COMMITTED_EVALUATION, CHECKPOINT, "test", 64)
+
+
+def _row(values) -> list[str]:
+    """A README table row's cells for 0..5 clicks."""
+    return [f"{value:.2f}" for value in values[:6]]
 
 
 def _tables_after(marker: str) -> list[list[list[str]]]:
@@ -144,12 +155,11 @@ def test_ablation_paired_differences_are_the_committed_runs_ones():
 
 
 def test_fast_recipe_validation_table_is_the_committed_evaluation():
-    results = json.loads((FAST_RUN / "val_results.json").read_text())
-    assert results["split"] == "val" and results["checkpoint"] == "save/ablation_s0_full.pth"
+    results = _evaluation(FAST_RUN / "val_results.json", "save/ablation_s0_full.pth", "val", 127)
     rows = {row[0]: row[1:] for row in _first_table_after("**The fast recipe and its result.**")}
     for label, revision in (("model revision, fast recipe", "model"), ("manual revision, fast recipe", "manual")):
         row = next(cells for name, cells in rows.items() if name.startswith(label))
-        assert row == [f"{value:.2f}" for value in results[revision]["sargmax_mm_MRE"][:6]], label
+        assert row == _row(results[revision]["sargmax_mm_MRE"]), label
 
 
 def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
@@ -227,22 +237,17 @@ def test_fifth_stage_probe_numbers_are_its_committed_logs():
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
     assert f"Validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
     assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
-    results = json.loads((MODEL_LOGS / "probe_stage5_val_results.json").read_text())
-    assert (results["checkpoint"], results["split"], results["num_images"]) == ("save/aasce_cpu_clicks4.pth", "val", 127)
+    results = _evaluation(MODEL_LOGS / "probe_stage5_val_results.json", "save/aasce_cpu_clicks4.pth", "val", 127)
     rows = {row[0]: row[1:] for row in _first_table_after("**A fifth stage**")}
-    assert rows["model revision MRE, fifth stage (best, epoch 2)"] == [
-        f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]]
-    assert rows["Cobb SMAPE (%), fifth stage"] == [f"{value:.2f}" for value in results["model"]["cobb_SMAPE"][:6]]
+    assert rows["model revision MRE, fifth stage (best, epoch 2)"] == _row(results["model"]["sargmax_mm_MRE"])
+    assert rows["Cobb SMAPE (%), fifth stage"] == _row(results["model"]["cobb_SMAPE"])
 
 
 def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     """README "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
-    fast_logs = ROOT / "pretrained" / "aasce_cpu_fast_logs"
-    epochs = _epochs(fast_logs / "probe_ema_fixrot_metrics.jsonl")
-    averaged = json.loads((fast_logs / "probe_ema_fixrot_val_results.json").read_text())
-    plain = json.loads((fast_logs / "probe_ema_fixrot_raw_val_results.json").read_text())
-    assert (averaged["checkpoint"], averaged["split"], averaged["num_images"]) == ("save/fast_v3.pth", "val", 127)
-    assert (plain["checkpoint"], plain["split"], plain["num_images"]) == ("save/fast_v3_raw.pth", "val", 127)
+    epochs = _epochs(FAST_LOGS / "probe_ema_fixrot_metrics.jsonl")
+    averaged = _evaluation(FAST_LOGS / "probe_ema_fixrot_val_results.json", "save/fast_v3.pth", "val", 127)
+    plain = _evaluation(FAST_LOGS / "probe_ema_fixrot_raw_val_results.json", "save/fast_v3_raw.pth", "val", 127)
     last = epochs[-1]
     assert last["val/metric"] == min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
     # the logged checkpoint metric is the averaged network's evaluation (model revision, hard argmax, 0..3 clicks)
@@ -257,8 +262,8 @@ def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     rows = {row[0]: row[1:] for row in _first_table_after("**Two switches on the fast recipe**")}
     for label, results in (("model revision, repaired labels + weight average (best.pth)", averaged),
                            ("model revision, repaired labels (last.pth)", plain)):
-        assert rows[label] == [f"{value:.2f}" for value in results["model"]["sargmax_mm_MRE"][:6]], label
-    probe = _epochs(fast_logs / "probe_fixrot_metrics.jsonl")  # "its losses repeat the 11-epoch probe's"
+        assert rows[label] == _row(results["model"]["sargmax_mm_MRE"]), label
+    probe = _epochs(FAST_LOGS / "probe_fixrot_metrics.jsonl")  # "its losses repeat the 11-epoch probe's"
     assert [epoch["train/loss"] for epoch in epochs[:len(probe)]] == [epoch["train/loss"] for epoch in probe]
-    full = json.loads((FAST_RUN / "val_results.json").read_text())
-    assert rows["model revision, `full` run (neither)"] == [f"{v:.2f}" for v in full["model"]["sargmax_mm_MRE"][:6]]
+    full = _evaluation(FAST_RUN / "val_results.json", "save/ablation_s0_full.pth", "val", 127)
+    assert rows["model revision, `full` run (neither)"] == _row(full["model"]["sargmax_mm_MRE"])
