@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     results["checkpoint"] = str(checkpoint.path)
     results["data"] = str(config.PATH.DATA.TABLE)
     results["split"] = args.split
+    if args.set:  # a results file must say when it is not the checkpoint's own config
+        results["config_overrides"] = list(args.set)
     table = format_table(results, table_clicks)
     cobb = None
     if config.Dataset.num_keypoint == COBB_KEYPOINTS:  # Cobb angles need the 17 AASCE vertebrae

@@ -88,6 +88,14 @@ def test_original_pixel_coordinates_are_the_grid_ones_rescaled_and_the_truth_is_
             np.testing.assert_allclose(npz[f"{revision}_{kind}_original_rc"], expected, rtol=1e-5, atol=1e-3)
 
 
+def test_results_json_names_what_it_evaluated_and_the_config_overrides(reported):
+    """A results file read alone must say that its numbers are not the checkpoint's own config."""
+    out, _, table = reported
+    results = json.loads((out / "results.json").read_text())
+    assert (results["split"], results["data"], results["num_images"]) == ("test", str(table), 4)
+    assert results["config_overrides"] == [f"Test.noc_thresholds={THRESHOLDS}"]
+
+
 def test_results_json_mre_and_noc_follow_from_the_predictions_in_original_pixels(reported, truth):
     out, _, _ = reported
     npz = np.load(out / "predictions.npz")
