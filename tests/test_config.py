@@ -229,6 +229,7 @@ def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
     ("config/aasce_cpu_fast.yaml", ["Model.use_gating=false"], "pretrained/ablation_logs/s0_no_gating/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Model.prev_heatmap=none"], "pretrained/ablation_logs/s0_no_prev/config.yaml"),
     ("config/aasce_cpu_stage5_probe.yaml", [], "pretrained/aasce_cpu_logs/probe_stage5_config.yaml"),
+    ("config/aasce_cpu_hires_probe.yaml", [], "pretrained/aasce_cpu_logs/probe_hires_config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.ema_decay=0.998", "Train.val_every=4",
                                     "Dataset.train_vertebra_order=fix_rotated"],
      "pretrained/aasce_cpu_fast_logs/probe_ema_fixrot_config.yaml"),

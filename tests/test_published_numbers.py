@@ -243,6 +243,23 @@ def test_fifth_stage_probe_numbers_are_its_committed_logs():
     assert rows["Cobb SMAPE (%), fifth stage"] == _row(results["model"]["cobb_SMAPE"])
 
 
+def test_hires_stage_probe_numbers_are_its_committed_logs():
+    """README "A final stage at 512x256": the unchanged model's evaluation at 512x256, then the probe's
+    validation metrics, 0-click errors and epoch time."""
+    section = _flat_section("**A final stage at 512x256**", "**Ablation switches**")
+    before = _evaluation(MODEL_LOGS / "probe_hires_epoch0_val_results.json", CHECKPOINT, "val", 127)
+    assert (f"validation metric {np.mean(before['model']['hargmax_mm_MRE'][:4]):.2f} "
+            f"({before['model']['sargmax_mm_MRE'][0]:.2f} px at 0 clicks;") in section
+    epochs = _epochs(MODEL_LOGS / "probe_hires_metrics.jsonl")
+    validated = [epoch for epoch in epochs if "val/metric" in epoch]
+    assert [epoch["epoch"] for epoch in validated] == list(range(2, len(epochs) + 1, 2))
+    metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in validated)
+    zero_click = ", ".join(f"{epoch['val/sargmax_mm_MRE_0click']:.2f}" for epoch in validated)
+    assert f"validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
+    assert f"0-click MRE {zero_click} px" in section
+    assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
+
+
 def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     """README "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
     epochs = _epochs(FAST_LOGS / "probe_ema_fixrot_metrics.jsonl")
