@@ -120,6 +120,23 @@ def test_ablation_rows_are_the_committed_runs_results():
         assert row[1:] == _cells(want_row)[1:], run
 
 
+ABLATION_NAMES = {"full": "full", "no_morph": "without the morphology-aware loss",
+                  "no_gating": "without the gating block", "no_prev": "without the previous heatmap"}
+
+
+def test_ablation_validation_metrics_are_the_runs_checkpoint_metrics():
+    """The sentence under the ablation table gives, per seed, each committed run's checkpoint metric (the best
+    logged validation metric, which is what best.pth holds) in the table's variant order."""
+    section = _flat_section("Validation checkpoint metric (model revision after 0..3 clicks, 127 images)", "\n\n")
+    for seed in sorted({run.split("_", 1)[0] for run in _committed_runs()}):
+        listed = []
+        for variant, name in ABLATION_NAMES.items():
+            if (LOGS / f"{seed}_{variant}" / "results.json").is_file():
+                epochs = _epochs(LOGS / f"{seed}_{variant}" / "metrics.jsonl")
+                listed.append(f"{name} {min(e['val/metric'] for e in epochs if 'val/metric' in e):.2f}")
+        assert f"seed {seed[1:]}: {', '.join(listed)}" in section, seed
+
+
 def test_each_ablation_runs_per_image_table_averages_to_its_results():
     """per_image.csv (what the paired comparison uses) belongs to the same evaluation as results.json."""
     for run in _committed_runs():
