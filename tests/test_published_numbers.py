@@ -2,9 +2,10 @@
 
 Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
 tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
-have its row; its per_image.csv must average to that results.json, and the table of per-image differences
-to the full method must be what `compare_runs.py --paired-to` makes of those files. The fast recipe's validation table, checkpoint metric and logged epoch time are recomputed
-from the same folder, so a retrained run whose logs are committed without the README (or the reverse) fails.
+have its row; its per_image.csv must average to that results.json, and the tables of per-image differences
+(to the full method per seed, and seed to seed) must be what `compare_runs.py --paired-to` makes of those
+files. The fast recipe's validation table, checkpoint metrics and logged epoch times are recomputed from
+the same folder, so a retrained run whose logs are committed without the README (or the reverse) fails.
 
 pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
 with the model: README "Results" and the ablation's "for scale" row must quote it, and with ../shared/aasce
@@ -147,28 +148,48 @@ def test_each_ablation_runs_per_image_table_averages_to_its_results():
         np.testing.assert_allclose(table["cobb_smape"].mean(0), results["model"]["cobb_SMAPE"], atol=1e-3, err_msg=run)
 
 
+def _paired_table_runs(header: list[str], rows: list[list[str]]) -> tuple[str, list[str]]:
+    """(reference run, runs of the rows) of a README table of per-image differences, after checking that its
+    cells are what `tools/compare_runs.py --paired-to` makes of the committed per_image.csv files (default
+    10000 resamples, seed 0)."""
+    reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
+    runs = {_run_of(row[0]): row for row in rows}
+    assert "" not in runs, "each row names its run's command"
+    tables = {run: _run_per_image(run) for run in [reference, *runs]}
+    want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
+    assert header[1:] == _cells(want_header)[1:]
+    for want in want_rows:
+        cells = _cells(want)
+        assert runs[cells[0]][1:] == cells[1:], cells[0]
+    return reference, sorted(runs)
+
+
 def test_ablation_paired_differences_are_the_committed_runs_ones():
-    """Each README table of per-image differences to the full method (one per seed) is what
-    `tools/compare_runs.py --paired-to` makes of the committed per_image.csv files (default 10000
-    resamples, seed 0), and every committed seed has one."""
+    """Each README table of per-image differences to the full method (one per seed) is the committed
+    runs' paired comparison, and every committed seed with variants besides `full` has one."""
     seeds = set()
     for header, *rows in _tables_after("**Per-image differences to the full method"):
-        reference = re.search(r"\b(s\d+_\w+)\b", header[0]).group(1)  # e.g. 'difference to s0_full'
+        reference, runs = _paired_table_runs(header, rows)
         seed = reference.split("_", 1)[0]
-        runs = {_run_of(row[0]): row for row in rows}
-        assert "" not in runs, "each row names its run's command"
         assert all(run.startswith(seed + "_") for run in runs), f"rows of another seed in the {reference} table"
-        tables = {run: _run_per_image(run) for run in [reference, *runs]}
-        want_header, _, *want_rows = paired_difference_table(tables, reference).splitlines()
-        assert header[1:] == _cells(want_header)[1:]
-        for want in want_rows:
-            cells = _cells(want)
-            assert runs[cells[0]][1:] == cells[1:], cells[0]
         variants = sorted(run for run in _committed_runs() if run.startswith(seed + "_") and run != reference)
-        assert sorted(runs) == variants, f"every committed variant of {seed} has its row"
+        assert runs == variants, f"every committed variant of {seed} has its row"
         seeds.add(seed)
-    committed_seeds = {run.split("_", 1)[0] for run in _committed_runs() if run.endswith("_full")}
-    assert seeds == committed_seeds, "each seed with a committed full run has its table"
+    committed = _committed_runs()
+    with_variants = {run.split("_", 1)[0] for run in committed if run.endswith("_full")
+                     and any(other.startswith(run.split("_", 1)[0] + "_") and other != run for other in committed)}
+    assert seeds == with_variants, "each seed with a committed full run and variants has its table"
+
+
+def test_seed_to_seed_differences_are_the_committed_runs_ones():
+    """README "Seed to seed": the full method trained with each other committed seed is compared, image by
+    image, with its seed-0 run, and the table is the committed runs' paired comparison."""
+    tables = _tables_after("**Seed to seed**")
+    assert len(tables) == 1, "one seed-to-seed table"
+    header, *rows = tables[0]
+    reference, runs = _paired_table_runs(header, rows)
+    assert reference == "s0_full"
+    assert runs == sorted(run for run in _committed_runs() if run.endswith("_full") and run != reference)
 
 
 def test_fast_recipe_validation_table_is_the_committed_evaluation():
@@ -188,6 +209,18 @@ def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
     assert f"checkpoint metric **{best:.2f}**" in section
     assert f"**{hours} h {minutes} min** of training ({seconds:.0f} s of epochs logged" in section
 
+
+
+def test_fast_recipe_second_seed_numbers_are_its_logged_ones():
+    """The fast recipe's seed-1 run (the ablation's s1_full): its checkpoint metric as the fast-recipe section
+    quotes it and its logged epoch time as the ablation section quotes it."""
+    epochs = _epochs(LOGS / "s1_full" / "metrics.jsonl")
+    best = min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
+    seconds = sum(epoch["epoch_seconds"] for epoch in epochs)
+    recipe = _flat_section("The fast recipe steers with clicks", "\n\n")
+    assert f"`pretrained/ablation_logs/s1_full/`) it reached checkpoint metric {best:.2f}," in recipe
+    ablation = _flat_section("Validation checkpoint metric (model revision after 0..3 clicks, 127 images)", "\n\n")
+    assert f"it took {seconds:.0f} s of epochs logged" in ablation
 
 def _two_decimals(values) -> str:
     return " | ".join(f"{value:.2f}" for value in values)
