@@ -84,6 +84,15 @@ def _epochs(metrics_jsonl: Path) -> list[dict]:
     return [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
 
 
+def _checkpoint_metric(epochs: list[dict]) -> float:
+    """The best logged validation metric: what the run's best.pth holds."""
+    return min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
+
+
+def _logged_seconds(epochs: list[dict]) -> float:
+    return sum(epoch["epoch_seconds"] for epoch in epochs)
+
+
 def _first_table_after(marker: str) -> list[list[str]]:
     """Cells of the first Markdown table after `marker` in the README, header row first."""
     return _tables_after(marker)[0]
@@ -98,6 +107,12 @@ def _run_of(label: str) -> str:
 
 def _committed_runs() -> list[str]:
     return sorted(path.name for path in LOGS.iterdir() if (path / "results.json").is_file())
+
+
+def _seed_and_variant(run: str) -> tuple[str, str]:
+    """'s1_no_gating' -> ('s1', 'no_gating')."""
+    seed, variant = run.split("_", 1)
+    return seed, variant
 
 
 def _run_results(run: str) -> dict:
@@ -129,12 +144,12 @@ def test_ablation_validation_metrics_are_the_runs_checkpoint_metrics():
     """The sentence under the ablation table gives, per seed, each committed run's checkpoint metric (the best
     logged validation metric, which is what best.pth holds) in the table's variant order."""
     section = _flat_section("Validation checkpoint metric (model revision after 0..3 clicks, 127 images)", "\n\n")
-    for seed in sorted({run.split("_", 1)[0] for run in _committed_runs()}):
+    for seed in sorted({_seed_and_variant(run)[0] for run in _committed_runs()}):
         listed = []
         for variant, name in ABLATION_NAMES.items():
             if (LOGS / f"{seed}_{variant}" / "results.json").is_file():
-                epochs = _epochs(LOGS / f"{seed}_{variant}" / "metrics.jsonl")
-                listed.append(f"{name} {min(e['val/metric'] for e in epochs if 'val/metric' in e):.2f}")
+                metric = _checkpoint_metric(_epochs(LOGS / f"{seed}_{variant}" / "metrics.jsonl"))
+                listed.append(f"{name} {metric:.2f}")
         assert f"seed {seed[1:]}: {', '.join(listed)}" in section, seed
 
 
@@ -170,14 +185,14 @@ def test_ablation_paired_differences_are_the_committed_runs_ones():
     seeds = set()
     for header, *rows in _tables_after("**Per-image differences to the full method"):
         reference, runs = _paired_table_runs(header, rows)
-        seed = reference.split("_", 1)[0]
+        seed = _seed_and_variant(reference)[0]
         assert all(run.startswith(seed + "_") for run in runs), f"rows of another seed in the {reference} table"
         variants = sorted(run for run in _committed_runs() if run.startswith(seed + "_") and run != reference)
         assert runs == variants, f"every committed variant of {seed} has its row"
         seeds.add(seed)
     committed = _committed_runs()
-    with_full = {run.split("_", 1)[0] for run in committed if run.endswith("_full")}
-    with_variants = {run.split("_", 1)[0] for run in committed if not run.endswith("_full")}
+    with_full = {_seed_and_variant(run)[0] for run in committed if run.endswith("_full")}
+    with_variants = {_seed_and_variant(run)[0] for run in committed if not run.endswith("_full")}
     assert seeds == with_full & with_variants, "each seed with a committed full run and variants has its table"
 
 
@@ -187,12 +202,12 @@ def test_seed_to_seed_differences_are_the_committed_runs_ones():
     covered = set()
     for header, *rows in _tables_after("**Seed to seed"):
         reference, runs = _paired_table_runs(header, rows)
-        seed, variant = reference.split("_", 1)
+        seed, variant = _seed_and_variant(reference)
         assert seed == "s0", f"{reference}: the seed-to-seed tables compare with seed 0"
-        others = sorted(run for run in _committed_runs() if run.split("_", 1)[1] == variant and run != reference)
+        others = sorted(run for run in _committed_runs() if _seed_and_variant(run)[1] == variant and run != reference)
         assert runs == others, f"every other seed of {variant} has its row"
         covered.add(variant)
-    assert covered == {run.split("_", 1)[1] for run in _committed_runs() if not run.startswith("s0_")}, \
+    assert covered == {_seed_and_variant(run)[1] for run in _committed_runs() if not run.startswith("s0_")}, \
         "each variant trained with a second seed has its table"
 
 
@@ -206,8 +221,8 @@ def test_fast_recipe_validation_table_is_the_committed_evaluation():
 
 def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
     epochs = _epochs(FAST_RUN / "metrics.jsonl")
-    best = min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
-    seconds = sum(epoch["epoch_seconds"] for epoch in epochs)
+    best = _checkpoint_metric(epochs)
+    seconds = _logged_seconds(epochs)
     section = _flat_section("**The fast recipe and its result.**", "| clicks |")
     hours, minutes = divmod(round(seconds / 60), 60)
     assert f"checkpoint metric **{best:.2f}**" in section
@@ -217,15 +232,14 @@ def test_fast_recipe_checkpoint_metric_and_time_are_the_logged_ones():
 def test_second_seed_numbers_are_the_logged_ones():
     """The fast recipe's seed-1 run (the ablation's s1_full): its checkpoint metric as the fast-recipe section
     quotes it; every seed-1 run's logged epoch time as the ablation section quotes it."""
-    epochs = _epochs(LOGS / "s1_full" / "metrics.jsonl")
-    best = min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
+    best = _checkpoint_metric(_epochs(LOGS / "s1_full" / "metrics.jsonl"))
     recipe = _flat_section("The fast recipe steers with clicks", "\n\n")
     assert f"`pretrained/ablation_logs/s1_full/`) it reached checkpoint metric {best:.2f}," in recipe
     ablation = _flat_section("Validation checkpoint metric (model revision after 0..3 clicks, 127 images)", "\n\n")
     logged = ablation.split("Epochs logged: ", 1)[1]
     for run in (run for run in _committed_runs() if run.startswith("s1_")):
-        seconds = sum(epoch["epoch_seconds"] for epoch in _epochs(LOGS / run / "metrics.jsonl"))
-        assert f"{run.split('_', 1)[1]} {seconds:.0f} s (" in logged, run
+        seconds = _logged_seconds(_epochs(LOGS / run / "metrics.jsonl"))
+        assert f"{_seed_and_variant(run)[1]} {seconds:.0f} s (" in logged, run
 
 
 def _two_decimals(values) -> str:
@@ -292,7 +306,7 @@ def test_fifth_stage_probe_numbers_are_its_committed_logs():
     section = _flat_section("**A fifth stage**", "| clicks |")
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
     assert f"Validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
-    assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
+    assert f"{len(epochs)} epochs, {_logged_seconds(epochs):.0f} s of epochs logged" in section
     results = _evaluation(MODEL_LOGS / "probe_stage5_val_results.json", "save/aasce_cpu_clicks4.pth", "val", 127)
     rows = {row[0]: row[1:] for row in _first_table_after("**A fifth stage**")}
     assert rows["model revision MRE, fifth stage (best, epoch 2)"] == _row(results["model"]["sargmax_mm_MRE"])
@@ -313,7 +327,7 @@ def test_hires_stage_probe_numbers_are_its_committed_logs():
     zero_click = ", ".join(f"{epoch['val/sargmax_mm_MRE_0click']:.2f}" for epoch in validated)
     assert f"validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
     assert f"0-click MRE {zero_click} px" in section
-    assert f"{len(epochs)} epochs, {sum(epoch['epoch_seconds'] for epoch in epochs):.0f} s of epochs logged" in section
+    assert f"{len(epochs)} epochs, {_logged_seconds(epochs):.0f} s of epochs logged" in section
 
 
 def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
@@ -322,7 +336,7 @@ def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     averaged = _evaluation(FAST_LOGS / "probe_ema_fixrot_val_results.json", "save/fast_v3.pth", "val", 127)
     plain = _evaluation(FAST_LOGS / "probe_ema_fixrot_raw_val_results.json", "save/fast_v3_raw.pth", "val", 127)
     last = epochs[-1]
-    assert last["val/metric"] == min(epoch["val/metric"] for epoch in epochs if "val/metric" in epoch)
+    assert last["val/metric"] == _checkpoint_metric(epochs)
     # the logged checkpoint metric is the averaged network's evaluation (model revision, hard argmax, 0..3 clicks)
     assert np.mean(averaged["model"]["hargmax_mm_MRE"][:4]) == pytest.approx(last["val/metric"], abs=0.005)
     plain_metric = float(np.mean(plain["model"]["hargmax_mm_MRE"][:4]))
