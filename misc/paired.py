@@ -33,3 +33,28 @@ def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray, resamples: int 
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail], axis=0)
     return difference.mean(axis=0), low, high
+
+
+def same_seed_differences(per_image_mre: dict[tuple[int, str], np.ndarray], reference: str = "full",
+                          resamples: int = 10000, level: float = 0.95, seed: int = 0
+                          ) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The ablation's paired differences, run by run, as :func:`paired_bootstrap` (mean, low, high).
+
+    per_image_mre: {(training seed, variant): (N, C) per-image errors}, all on the same N images in the
+    same order. Each variant other than ``reference`` is compared with the ``reference`` run of the same
+    training seed (a variant whose seed has no reference run is left out); the ``reference`` runs of the
+    other seeds are compared with that of the lowest seed, which shows how far two trainings of one recipe
+    lie apart. Returns {variant: {training seed: (mean, low, high)}}, variants in the order first met."""
+    differences: dict[str, dict[int, tuple]] = {}
+    reference_seeds = sorted(s for s, variant in per_image_mre if variant == reference)
+    for (training_seed, variant), errors in per_image_mre.items():
+        if variant == reference:
+            if training_seed == reference_seeds[0]:
+                continue
+            base = per_image_mre[(reference_seeds[0], reference)]
+        elif training_seed in reference_seeds:
+            base = per_image_mre[(training_seed, reference)]
+        else:
+            continue
+        differences.setdefault(variant, {})[training_seed] = paired_bootstrap(errors, base, resamples, level, seed)
+    return {variant: dict(sorted(by_seed.items())) for variant, by_seed in differences.items()}

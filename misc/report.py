@@ -68,6 +68,51 @@ def plot_mre(results: dict, path: Path, metric: str = TABLE_METRIC, reference: d
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def plot_paired_differences(differences: dict[str, dict[int, tuple]], path: Path, titles: dict[str, str],
+                            reference: str = "full", description: str = "") -> None:
+    """PNG, one panel per variant, of :func:`misc.paired.same_seed_differences`: the mean per-image MRE
+    difference to the reference after 0..C clicks with its interval as error bars, one colour per training
+    seed. The reference's own panel (its seeds against the lowest one) shows the spread between trainings
+    that a variant's difference has to exceed to mean anything. ``description`` goes into the PNG's
+    Description text chunk, so that what a committed figure shows can be checked without reading pixels."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from util import atomic_write_bytes
+
+    if not differences:
+        raise ValueError("no paired differences to plot")
+    variants = sorted(differences, key=lambda v: v != reference)  # the seed-to-seed panel first
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants), 3.6), dpi=110, sharey=True,
+                             squeeze=False)
+    seeds = sorted({s for by_seed in differences.values() for s in by_seed})
+    handles = {}
+    for ax, variant in zip(axes[0], variants):
+        for index, training_seed in enumerate(seeds):
+            if training_seed not in differences[variant]:
+                continue
+            mean, low, high = (np.asarray(a) for a in differences[variant][training_seed])
+            clicks = np.arange(len(mean)) + (index - (len(seeds) - 1) / 2) * 0.15  # side by side
+            handles[training_seed] = ax.errorbar(clicks, mean, yerr=[mean - low, high - mean], fmt="o-",
+                                                 capsize=3, ms=4, color=f"C{index}")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(titles.get(variant, variant), fontsize=9)
+        ax.set_xlabel("clicks")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("MRE difference (original px)\nnegative = better")
+    fig.legend([handles[s] for s in seeds], [f"training seed {s}" for s in seeds], loc="upper right",
+               fontsize=8, ncol=len(seeds))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Description": description} if description else None)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def comparison_table(named_results: dict[str, dict], clicks: int = 5) -> str:
     """Markdown table with one row per run (e.g. an ablation): model-revision MRE after 0..clicks, the mean
     clicks to each NoC threshold and Cobb SMAPE at 0 and `clicks` clicks.

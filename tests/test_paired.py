@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from misc.paired import paired_bootstrap
+from misc.paired import paired_bootstrap, same_seed_differences
 
 
 def test_a_constant_shift_is_the_mean_and_leaves_no_doubt():
@@ -68,3 +68,25 @@ def test_a_wider_level_gives_a_wider_interval():
 def test_bad_inputs_are_refused_with_the_reason(a, b, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         paired_bootstrap(a, b, **kwargs)
+
+
+def test_each_variant_is_paired_with_the_full_run_of_its_own_seed():
+    """Seed 1 trains 10 px worse than seed 0 throughout; each variant is 1 px (seed 0: 3 px) worse than the
+    full run of its seed. Paired with its own seed the difference is that 1 (3) px; with another seed's
+    full run it would be 11 or -7. The full method's seed 1 is compared with its seed 0: +10."""
+    rng = np.random.default_rng(4)
+    images = rng.gamma(2.0, 20.0, size=(64, 6))
+    runs = {(0, "full"): images, (1, "full"): images + 10.0, (0, "no_gating"): images + 3.0,
+            (1, "no_gating"): images + 11.0, (1, "no_prev"): images + 9.0}
+    differences = same_seed_differences(runs, resamples=200)
+    assert list(differences) == ["full", "no_gating", "no_prev"]
+    assert list(differences["full"]) == [1] and list(differences["no_gating"]) == [0, 1]
+    for variant, seed, shift in (("full", 1, 10.0), ("no_gating", 0, 3.0), ("no_gating", 1, 1.0), ("no_prev", 1, -1.0)):
+        for values in differences[variant][seed]:  # mean, low, high
+            np.testing.assert_allclose(values, shift, err_msg=f"{variant} seed {seed}")
+
+
+def test_a_variant_without_a_full_run_of_its_seed_is_left_out():
+    images = np.random.default_rng(5).gamma(2.0, 20.0, size=(32, 3))
+    differences = same_seed_differences({(0, "full"): images, (2, "no_morph"): images + 1.0}, resamples=50)
+    assert differences == {}
