@@ -10,7 +10,8 @@
 #   no_prev     --set Model.prev_heatmap=none      without the previous-heatmap input
 # Runs: save/ablation_s<seed>_<variant> and save/ablation_s<seed>_<variant>.pth; evaluations:
 # results/ablation/s<seed>_<variant>/; the small text files of both (training log, metrics, config, results)
-# are copied to pretrained/ablation_logs/s<seed>_<variant>/ to be committed. Each variant takes as long as
+# are copied to pretrained/ablation_logs/s<seed>_<variant>/ to be committed, and the README's figure
+# docs/ablation_differences.png is redrawn from them (tools/plot_ablation.py). Each variant takes as long as
 # the fast recipe; run it again after an interruption and it resumes (finished trainings and evaluations
 # are skipped).
 set -euo pipefail
@@ -65,3 +66,4 @@ done
 paired=()
 if [ "${#evaluated[@]}" -gt 1 ]; then paired=(--paired-to "${evaluated[0]%%=*}"); fi
 "$PY" tools/compare_runs.py "${evaluated[@]}" ${paired[@]+"${paired[@]}"}
+"$PY" tools/plot_ablation.py
