@@ -18,7 +18,8 @@ FIGURE = ROOT / "docs" / "ablation_differences.png"
 
 
 def _means(row: str) -> list[float]:
-    """The mean of every MRE cell of a paired_difference_table row ('+1.10 [-1.36, +3.62]' -> 1.10)."""
+    """The mean of every cell of a paired_difference_table row ('+1.10 [-1.36, +3.62]' -> 1.10): MRE after
+    0..5 clicks, then Cobb SMAPE."""
     cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
     return [float(cell.split(" ")[0]) for cell in cells if cell.startswith(("+", "-"))]
 
