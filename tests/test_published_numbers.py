@@ -354,3 +354,48 @@ def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     assert [epoch["train/loss"] for epoch in epochs[:len(probe)]] == [epoch["train/loss"] for epoch in probe]
     full = _evaluation(FAST_RUN / "val_results.json", "save/ablation_s0_full.pth", "val", 127)
     assert rows["model revision, `full` run (neither)"] == _row(full["model"]["sargmax_mm_MRE"])
+
+
+TWO_HOUR_RUNS = sorted(path for path in FAST_LOGS.iterdir() if path.name.startswith("fast48_s"))
+
+
+def _mean_seconds(epochs: list[dict], validated: bool) -> float:
+    return float(np.mean([epoch["epoch_seconds"] for epoch in epochs if ("val/metric" in epoch) == validated]))
+
+
+def test_two_hour_recipe_numbers_are_its_committed_logs():
+    """README "The 2-hour recipe": per committed seed its time, checkpoint metric, validation rows and test row;
+    the time estimate at the 40-epoch run's epoch times; the comparison rows of the test table."""
+    assert TWO_HOUR_RUNS, "no committed run of the 2-hour recipe"
+    section = _flat_section("**The 2-hour recipe**", "How the recipe was found")
+    validation = {row[0]: row[1:] for row in _tables_after("**The 2-hour recipe**")[0]}
+    header, *test_rows = _tables_after("On the test split, evaluated once after this choice")[0]
+    test_rows = {row[0]: row for row in test_rows}
+    for run in TWO_HOUR_RUNS:
+        seed = run.name.removeprefix("fast48_s")
+        epochs = _epochs(run / "metrics.jsonl")
+        assert len(epochs) == 48 and _checkpoint_metric(epochs) == epochs[-1]["val/metric"], run.name
+        seconds = [epoch["epoch_seconds"] for epoch in epochs]
+        hours, minutes = divmod(round(sum(seconds) / 60), 60)
+        assert (f"**{hours} h {minutes} min** of training ({sum(seconds):.0f} s of epochs logged, "
+                f"{min(seconds):.0f}-{max(seconds):.0f} s each), checkpoint metric **{epochs[-1]['val/metric']:.2f}** "
+                f"at epoch 48") in section, run.name
+        checkpoint = f"save/fast48_s{seed}.pth"
+        val = _evaluation(run / "val_results.json", checkpoint, "val", 127)
+        for label, revision in ((f"model revision, 2-hour recipe, seed {seed}", "model"),
+                                (f"manual revision, 2-hour recipe, seed {seed}", "manual")):
+            row = next(cells for name, cells in validation.items() if name.startswith(label))
+            assert row == _row(val[revision]["sargmax_mm_MRE"]), label
+        test = _evaluation(run / "results.json", checkpoint, "test", 64)
+        want_header, _, want_row = comparison_table({run.name: test}).splitlines()
+        assert header[1:] == _cells(want_header)[1:]
+        assert test_rows[f"2-hour recipe, seed {seed} (48 epochs)"][1:] == _cells(want_row)[1:], run.name
+    full = _epochs(FAST_RUN / "metrics.jsonl")
+    plain, validated = _mean_seconds(full, False), _mean_seconds(full, True)
+    hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)  # 48 epochs, every 4th validated
+    assert (f"{plain:.0f} s without and {validated:.0f} s with validation, means) the 48 epochs would take "
+            f"about {hours} h {minutes} min") in section
+    for label, results in (("fast recipe, seed 0 (40 epochs", _run_results("s0_full")),
+                           ("the committed model", _committed_evaluation())):
+        row = next(cells for name, cells in test_rows.items() if name.startswith(label))
+        assert row[1:] == _cells(comparison_table({"run": results}).splitlines()[2])[1:], label
