@@ -54,7 +54,9 @@ for variant in "${variants[@]}"; do
   sets=(--set "Train.seed=$seed")
   if [ -n "${OVERRIDES[$variant]}" ]; then sets+=(--set "${OVERRIDES[$variant]}"); fi
   echo "== $variant (seed $seed): save/$run"
-  RUN="$run" bash tools/train_aasce_cpu_fast.sh "${sets[@]}" ${passthrough[@]+"${passthrough[@]}"}
+  # the 40-epoch fast recipe whatever CONFIG the caller's shell holds: every run of the ablation has the same budget
+  CONFIG=config/aasce_cpu_fast.yaml RUN="$run" \
+    bash tools/train_aasce_cpu_fast.sh "${sets[@]}" ${passthrough[@]+"${passthrough[@]}"}
   if [ ! -f "$out/results.json" ] || [ ! -f "$out/per_image.csv" ]; then
     "$PY" test.py --checkpoint "save/$run.pth" --data "$AASCE_DATA" --split test --out "$out" --no-progress
   fi
