@@ -123,6 +123,12 @@ def _run_per_image(run: str) -> dict:
     return parse_per_image_csv((LOGS / run / "per_image.csv").read_text(), run)
 
 
+def _comparison_row(results: dict) -> tuple[list[str], list[str]]:
+    """The header cells and the value cells (name cell dropped) of one run's row in compare_runs' table."""
+    header, _, row = comparison_table({"run": results}).splitlines()
+    return _cells(header), _cells(row)[1:]
+
+
 def test_ablation_rows_are_the_committed_runs_results():
     header, *rows = _first_table_after("**The ablation**")
     runs = {_run_of(row[0]): row for row in rows if _run_of(row[0])}
@@ -131,9 +137,9 @@ def test_ablation_rows_are_the_committed_runs_results():
     for run, row in runs.items():
         results = _run_results(run)
         assert results["split"] == "test" and results["num_images"] == 64, run
-        want_header, _, want_row = comparison_table({run: results}).splitlines()
-        assert header == _cells(want_header)
-        assert row[1:] == _cells(want_row)[1:], run
+        want_header, want_row = _comparison_row(results)
+        assert header == want_header
+        assert row[1:] == want_row, run
 
 
 ABLATION_NAMES = {"full": "full", "no_morph": "without the morphology-aware loss",
@@ -273,7 +279,7 @@ def test_readme_results_section_quotes_the_committed_evaluation():
 def test_readme_ablation_scale_row_is_the_committed_evaluation():
     rows = _first_table_after("**The ablation**")
     row = next(row for row in rows if row[0].startswith("for scale: the committed model"))
-    assert row[1:] == _cells(comparison_table({"committed": _committed_evaluation()}).splitlines()[2])[1:]
+    assert row[1:] == _comparison_row(_committed_evaluation())[1]
 
 
 def test_committed_model_reproduces_its_published_evaluation(tmp_path):
@@ -391,9 +397,9 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
             row = next(cells for name, cells in validation.items() if name.startswith(label))
             assert row == _row(val[revision]["sargmax_mm_MRE"]), label
         test = _evaluation(run / "results.json", checkpoint, "test", 64)
-        want_header, _, want_row = comparison_table({run.name: test}).splitlines()
-        assert header[1:] == _cells(want_header)[1:]
-        assert test_rows[f"2-hour recipe, seed {seed} (48 epochs)"][1:] == _cells(want_row)[1:], run.name
+        want_header, want_row = _comparison_row(test)
+        assert header[1:] == want_header[1:]
+        assert test_rows[f"2-hour recipe, seed {seed} (48 epochs)"][1:] == want_row, run.name
     full = _epochs(FAST_RUN / "metrics.jsonl")
     plain, validated = _mean_seconds(full, False), _mean_seconds(full, True)
     hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)  # 48 epochs, every 4th validated
@@ -402,4 +408,4 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
     for label, results in (("fast recipe, seed 0 (40 epochs", _run_results("s0_full")),
                            ("the committed model", _committed_evaluation())):
         row = next(cells for name, cells in test_rows.items() if name.startswith(label))
-        assert row[1:] == _cells(comparison_table({"run": results}).splitlines()[2])[1:], label
+        assert row[1:] == _comparison_row(results)[1], label
