@@ -371,18 +371,21 @@ def _mean_seconds(epochs: list[dict], validated: bool) -> float:
 
 def test_two_hour_recipe_numbers_are_its_committed_logs():
     """README "The 2-hour recipe": per committed seed its time, checkpoint metric, validation rows and test row;
-    the time estimate at the 40-epoch run's epoch times; the comparison rows of the test table."""
+    the means over the seeds; the time estimate at the 40-epoch run's epoch times; the comparison rows of the
+    test table."""
     assert (FAST_LOGS / "fast48_s0" / "val_results.json").is_file(), "the 2-hour recipe's seed-0 evaluations"
     section = _flat_section("**The 2-hour recipe**", "How the recipe was found")
     validation = {row[0]: row[1:] for row in _tables_after("**The 2-hour recipe**")[0]}
     header, *test_rows = _tables_after("On the test split, evaluated once after this choice")[0]
     test_rows = {row[0]: row for row in test_rows}
+    metrics, val_after_5, test_after_0, test_after_5 = [], [], [], []
     for run in TWO_HOUR_RUNS:
         seed = run.name.removeprefix("fast48_s")
         epochs = _epochs(run / "metrics.jsonl")
         assert len(epochs) == 48, run.name
         best = _checkpoint_metric(epochs)
         best_epoch = next(epoch["epoch"] for epoch in epochs if epoch.get("val/metric") == best)
+        metrics.append(best)
         seconds = [epoch["epoch_seconds"] for epoch in epochs]
         hours, minutes = divmod(round(sum(seconds) / 60), 60)
         assert (f"**{hours} h {minutes} min** of training ({sum(seconds):.0f} s of epochs logged, "
@@ -397,9 +400,16 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
             row = next(cells for name, cells in validation.items() if name.startswith(label))
             assert row == _row(val[revision]["sargmax_mm_MRE"]), label
         test = _evaluation(run / "results.json", checkpoint, "test", 64)
+        val_after_5.append(val["model"]["sargmax_mm_MRE"][5])
+        test_after_0.append(test["model"]["sargmax_mm_MRE"][0])
+        test_after_5.append(test["model"]["sargmax_mm_MRE"][5])
         want_header, want_row = _comparison_row(test)
         assert header[1:] == want_header[1:]
         assert test_rows[f"2-hour recipe, seed {seed} (48 epochs)"][1:] == want_row, run.name
+    # the seed summary: checkpoint metrics over every seed, evaluations over the evaluated seeds
+    assert f"(mean {np.mean(metrics):.2f}, range {np.ptp(metrics):.1f} px)" in section
+    assert f"after 5 clicks is {np.mean(val_after_5):.2f} px" in section
+    assert f"({np.mean(test_after_0):.2f} px at 0 clicks, {np.mean(test_after_5):.2f} px after 5)" in section
     full = _epochs(FAST_RUN / "metrics.jsonl")
     plain, validated = _mean_seconds(full, False), _mean_seconds(full, True)
     hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)  # 48 epochs, every 4th validated
