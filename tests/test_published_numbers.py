@@ -10,7 +10,7 @@ the same folder, so a retrained run whose logs are committed without the README 
 pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
 with the model: README "Results" and the ablation's "for scale" row must quote it, and with ../shared/aasce
 present the committed weights are re-evaluated on the real test split (2 min 22 s on the idle 2-core
-machine) and must give it.
+machine) and must give it, image by image as in test_per_image.csv (its per_image.csv).
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ CHECKPOINT = "pretrained/aasce_cpu.pth"
 MODEL_LOGS = ROOT / "pretrained" / "aasce_cpu_logs"
 FAST_LOGS = ROOT / "pretrained" / "aasce_cpu_fast_logs"
 COMMITTED_EVALUATION = MODEL_LOGS / "test_results.json"
+COMMITTED_PER_IMAGE = MODEL_LOGS / "test_per_image.csv"
+ROTATED_TEST_IMAGE = "sunhl-1th-12-Jan-2017-262 A AP"  # the test split's one label listing T1 last
 
 
 def _cells(line: str) -> list[str]:
@@ -304,6 +306,36 @@ def test_committed_model_reproduces_its_published_evaluation(tmp_path):
             assert got["noc"][threshold][revision]["not_reached"] == entry[revision]["not_reached"]
             assert got["noc"][threshold][revision]["mean_clicks"] == pytest.approx(entry[revision]["mean_clicks"],
                                                                                    abs=0.02)
+    got_images = parse_per_image_csv((out / "per_image.csv").read_text())
+    want_images = parse_per_image_csv(COMMITTED_PER_IMAGE.read_text(), COMMITTED_PER_IMAGE.name)
+    assert got_images["images"] == want_images["images"]
+    np.testing.assert_allclose(got_images["mre"], want_images["mre"], atol=0.01)
+    # the image README names as the test split's rotated label is the only one out of top-to-bottom order
+    from misc.vertebra_order import is_top_to_bottom, topmost_listed_last
+    labels = {Path(entry["image"]).stem: np.asarray(entry["label"], dtype=float)
+              for entry in json.loads((tmp_path / "dataset16_512" / "test.json").read_text())}
+    assert [name for name, label in labels.items() if not is_top_to_bottom(label)] == [ROTATED_TEST_IMAGE]
+    assert topmost_listed_last(labels[ROTATED_TEST_IMAGE])
+
+
+def test_rotated_test_label_share_is_the_committed_per_image_table():
+    """README: the committed model's 0-click error on the test image with rotated labels and on the others,
+    from the per_image.csv of `bash test.sh`, which must average to the committed results.json."""
+    table = parse_per_image_csv(COMMITTED_PER_IMAGE.read_text(), COMMITTED_PER_IMAGE.name)
+    results = _committed_evaluation()
+    assert len(table["images"]) == results["num_images"]
+    np.testing.assert_allclose(table["mre"].mean(0), results["model"]["sargmax_mm_MRE"], atol=1e-3)
+    np.testing.assert_allclose(table["cobb_smape"].mean(0), results["model"]["cobb_SMAPE"], atol=1e-3)
+    rotated = [Path(name).stem == ROTATED_TEST_IMAGE for name in table["images"]]
+    assert sum(rotated) == 1
+    at_zero = table["mre"][:, 0]
+    others = at_zero[~np.asarray(rotated)]
+    text = " ".join(README.split())
+    assert (f"(`{ROTATED_TEST_IMAGE}`): on it the committed model's 0-click error is {at_zero[rotated][0]:.1f} px, "
+            f"against {others.mean():.2f} px on the other {others.size} images ({at_zero.mean():.2f} px on all "
+            f"{at_zero.size};") in text
+    share = at_zero.mean() - others.mean()
+    assert f"at 0 clicks, {share:.1f} px of the {at_zero.mean():.2f} come from the one test image" in text
 
 
 def test_fifth_stage_probe_numbers_are_its_committed_logs():
