@@ -233,6 +233,7 @@ def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
     ("config/aasce_cpu_fast48.yaml", [], "pretrained/aasce_cpu_fast_logs/fast48_s0/config.yaml"),
     ("config/aasce_cpu_fast48.yaml", ["Train.seed=1"], "pretrained/aasce_cpu_fast_logs/fast48_s1/config.yaml"),
     ("config/aasce_cpu_fast48.yaml", ["Train.seed=2"], "pretrained/aasce_cpu_fast_logs/fast48_s2/config.yaml"),
+    ("config/aasce_cpu_fast48.yaml", ["Train.seed=3"], "pretrained/aasce_cpu_fast_logs/fast48_s3/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.epoch=48", "Train.patience=48", "Train.val_every=4"],
      "pretrained/aasce_cpu_fast_logs/fast48_s0/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.ema_decay=0.998", "Train.val_every=4",

@@ -447,6 +447,9 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
         assert test_rows[f"2-hour recipe, seed {seed} (48 epochs)"][1:] == want_row, run.name
     # the seed summary: checkpoint metrics over every seed, evaluations over the evaluated seeds
     assert f"metrics have mean {np.mean(metrics):.2f} and range {np.ptp(metrics):.1f} px" in section
+    stage3 = _checkpoint_metric(_epochs(MODEL_LOGS / "stage3_clicks2_metrics.jsonl"))
+    reached = sum(metric <= stage3 for metric in metrics)
+    assert f"{reached} of {len(metrics)} seeds reach the stage-3 model's {stage3:.2f}" in section
     assert f"after 5 clicks is {np.mean(val_after_5):.2f} px" in section
     assert f"({np.mean(test_after_0):.2f} px at 0 clicks, {np.mean(test_after_5):.2f} px after 5)" in section
     full = _epochs(FAST_RUN / "metrics.jsonl")
