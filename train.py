@@ -170,6 +170,7 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
     rng = np.random.default_rng([config.Train.seed, epoch, rank, 1])
     limit = config.Train.max_batches_per_epoch or len(loader)
     totals = {"loss": 0.0, "bce_main": 0.0, "bce_aux": 0.0, "morph": 0.0}
+    grad_norms = []  # finite ones only: with amp a step with overflowing gradients is skipped anyway
     count = 0
     bar = tqdm(loader, total=min(limit, len(loader)), desc=f"epoch {epoch}", disable=not progress, leave=False)
     for index, batch in enumerate(bar):
@@ -182,9 +183,11 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
                                    f"(images {batch['name']})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
+        scaler.unscale_(optimizer)  # the true gradients (a no-op without amp), for the norm and the clip
         if config.Train.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.Train.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.Train.grad_clip)
+        else:  # logged so that a clip threshold can be chosen from a run's own gradients
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
         scaler.step(optimizer)
         scaler.update()
         broken = non_finite_tensors(getattr(net, "module", net).state_dict())
@@ -194,11 +197,16 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
         if average is not None:
             average.update(getattr(net, "module", net))
         count += 1
+        if math.isfinite(grad_norm.item()):
+            grad_norms.append(grad_norm.item())  # before clipping
         for key, value in (("loss", terms.total.item()), ("bce_main", terms.bce_main),
                            ("bce_aux", terms.bce_aux), ("morph", terms.morph)):
             totals[key] += value
         bar.set_postfix(loss=f"{totals['loss'] / count:.5f}")
-    return {f"train/{k}": v / max(count, 1) for k, v in totals.items()}
+    metrics = {f"train/{k}": v / max(count, 1) for k, v in totals.items()}
+    if grad_norms:  # L2 norm of all gradients before clipping: mean and largest over the epoch's steps
+        metrics.update({"train/grad_norm": sum(grad_norms) / len(grad_norms), "train/grad_norm_max": max(grad_norms)})
+    return metrics
 
 
 @report_bad_input

@@ -67,6 +67,20 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_datase
            [m["train/loss"] for m in _metrics(tmp_path / "stopped")]
 
 
+def test_gradient_norm_is_logged_before_clipping(synthetic_dataset, tmp_path):
+    _, table = synthetic_dataset
+    one_batch = ("--set", "Train.max_batches_per_epoch=1")
+    assert _run(table, tmp_path, "free", *one_batch) == 0
+    assert _run(table, tmp_path, "clipped", *one_batch, "--set", "Train.grad_clip=0.001") == 0
+    free, clipped = _metrics(tmp_path / "free"), _metrics(tmp_path / "clipped")
+    for epoch in free + clipped:  # one step an epoch: its norm is the mean and the largest
+        assert epoch["train/grad_norm"] == epoch["train/grad_norm_max"] > 0.01
+    # same weights and batch at the first step: the clipped run logs the norm it clipped, not 0.001
+    assert clipped[0]["train/grad_norm"] == pytest.approx(free[0]["train/grad_norm"], rel=1e-6)
+    # and the clip acted: the second step starts from other weights
+    assert clipped[1]["train/loss"] != free[1]["train/loss"]
+
+
 def _tune_from_one_epoch(table, tmp_path, name, *overrides):
     """Train 'base' for one epoch, then a new run from its best weights; -> (start file, base, tuned,
     learnable parameter names)."""
