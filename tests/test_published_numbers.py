@@ -461,3 +461,38 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
                            ("the committed model", _committed_evaluation())):
         row = next(cells for name, cells in test_rows.items() if name.startswith(label))
         assert row[1:] == _comparison_row(results)[1], label
+
+
+def test_two_hour_seed_spread_split_by_label_order(tmp_path):
+    """README "Where the seeds differ": each seed's validation MRE over 0..3 clicks from its committed
+    val_per_image.csv, split into the images whose labels are in top-to-bottom order and the others (order
+    read from the real labels), and the final training losses."""
+    from misc.vertebra_order import is_top_to_bottom
+
+    raw = require(AASCE, "the label order of the real validation split")
+    subprocess.run([sys.executable, str(ROOT / "data_preprocessing.py"), "--source", str(raw), "--target",
+                    str(tmp_path), "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    in_order = {entry["image"]: is_top_to_bottom(np.asarray(entry["label"], dtype=float))
+                for entry in json.loads((tmp_path / "dataset16_512" / "val.json").read_text())}
+    section = _flat_section("Where the seeds differ:", "On the test split, evaluated once")
+    means, added, correct, losses = [], [], [], []
+    for run in TWO_HOUR_RUNS:
+        table = parse_per_image_csv((run / "val_per_image.csv").read_text(), run.name)
+        assert sorted(table["images"]) == sorted(in_order), run.name
+        per_image = table["mre"][:, :4].mean(1)
+        ordered = np.asarray([in_order[name] for name in table["images"]])
+        assert ordered.size - ordered.sum() == 10
+        # the table is the evaluation of the committed val_results.json's checkpoint, clicks 0..3
+        val = json.loads((run / "val_results.json").read_text())["model"]["sargmax_mm_MRE"][:4]
+        np.testing.assert_allclose(table["mre"][:, :4].mean(0), val, atol=1e-3, err_msg=run.name)
+        means.append(f"{per_image.mean():.2f}")
+        added.append(f"{per_image[~ordered].sum() / per_image.size:.2f}")
+        correct.append(f"{per_image[ordered].mean():.2f}")
+        losses.append(f"{_epochs(run / 'metrics.jsonl')[-1]['train/loss']:.5f}")
+    last = len(TWO_HOUR_RUNS) - 1
+    assert f"averaged over 0..3 clicks is {', '.join(means)} px for seeds 0-{last}" in section
+    assert f"out-of-order images add {', '.join(added)} px of it" in section
+    assert f"other 117 images give {', '.join(correct)} px" in section
+    spread = max(map(float, correct)) - min(map(float, correct))
+    assert f"So {spread:.1f} px of the spread is on correctly labelled images" in section
+    assert f"({', '.join(losses)} at epoch 48)" in section
