@@ -496,3 +496,35 @@ def test_two_hour_seed_spread_split_by_label_order(tmp_path):
     spread = max(map(float, correct)) - min(map(float, correct))
     assert f"So {spread:.1f} px of the spread is on correctly labelled images" in section
     assert f"({', '.join(losses)} at epoch 48)" in section
+
+
+def _validations(run_dir: Path) -> dict[int, dict]:
+    """epoch -> its record, for the validated epochs of a run's metrics.jsonl"""
+    return {epoch["epoch"]: epoch for epoch in _epochs(run_dir / "metrics.jsonl") if "val/metric" in epoch}
+
+
+def _span(values) -> str:
+    return f"+{min(values):.2f} to +{max(values):.2f}"
+
+
+def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
+    """README "The click pathway's learning rate": the click gains of the 2-hour seeds at their checkpoints
+    and after epochs 12 and 16, and the stopped runs with the click pathway at the network's rate."""
+    section = _flat_section("They also follow clicks less:", "On the test split, evaluated once")
+    seeds = [_validations(run) for run in TWO_HOUR_RUNS]
+    at_checkpoint = [min(validations.values(), key=lambda epoch: epoch["val/metric"])["val/click_gain"]
+                     for validations in seeds]
+    assert f"at the checkpoint {', '.join(f'{gain:.2f}' for gain in at_checkpoint)} px" in section
+    probes = [_validations(FAST_LOGS / f"probe_clr1_s{seed}") for seed in (0, 1)]
+    for seed, probe in enumerate(probes):
+        config = (FAST_LOGS / f"probe_clr1_s{seed}" / "config.yaml").read_text()
+        assert f"seed: {seed}\n" in config and "click_lr_mult: 1.0\n" in config and "ema_decay: 0.998\n" in config
+    assert (f"click gain +{probes[0][12]['val/click_gain']:.2f} and +{probes[1][12]['val/click_gain']:.2f} px after "
+            f"epoch 12 (the four seeds of the 2-hour recipe: {_span([s[12]['val/click_gain'] for s in seeds])})"
+            ) in section
+    assert (f"+{probes[0][16]['val/click_gain']:.2f} after epoch 16 (the four seeds: "
+            f"{_span([s[16]['val/click_gain'] for s in seeds])}), validation metric "
+            f"{probes[0][16]['val/metric']:.2f} ({min(s[16]['val/metric'] for s in seeds):.2f}-"
+            f"{max(s[16]['val/metric'] for s in seeds):.2f})") in section
+    stopped = [len(_epochs(FAST_LOGS / f"probe_clr1_s{seed}" / "metrics.jsonl")) for seed in (0, 1)]
+    assert f"(epochs {stopped[0]} and {stopped[1]})" in section
