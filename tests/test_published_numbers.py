@@ -510,7 +510,7 @@ def _span(values) -> str:
 def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
     """README "The click pathway's learning rate": the click gains of the 2-hour seeds at their checkpoints
     and after epochs 12 and 16, and the stopped runs with the click pathway at the network's rate."""
-    section = _flat_section("They also follow clicks less:", "On the test split, evaluated once")
+    section = _flat_section("Click following: validation click gain", "On the test split, evaluated once")
     seeds = [_validations(run) for run in TWO_HOUR_RUNS]
     at_checkpoint = [min(validations.values(), key=lambda epoch: epoch["val/metric"])["val/click_gain"]
                      for validations in seeds]
