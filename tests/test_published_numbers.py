@@ -528,3 +528,50 @@ def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
             f"{max(s[16]['val/metric'] for s in seeds):.2f})") in section
     stopped = [len(_epochs(FAST_LOGS / f"probe_clr1_s{seed}" / "metrics.jsonl")) for seed in (0, 1)]
     assert f"(epochs {stopped[0]} and {stopped[1]})" in section
+
+
+CLICK_LR6_RUNS = sorted(path for path in FAST_LOGS.iterdir() if path.name.startswith("fast48_clr6_s"))
+
+
+def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
+    """README: the 2-hour recipe with Optimizer.click_lr_mult 6.0 — per seed its checkpoint metric, epoch and
+    click gain beside the 2-hour recipe's same seed, the means, and its validation rows."""
+    assert CLICK_LR6_RUNS, "the click_lr_mult 6.0 runs' logs"
+    header, *rows = _tables_after("`pretrained/aasce_cpu_fast_logs/fast48_clr6_sN/`")[0]
+    assert header == ["seed", "checkpoint metric", "at epoch", "click gain there",
+                      "2-hour recipe, same seed", "its click gain"]
+    rows = {row[0]: row[1:] for row in rows}
+    assert sorted(rows) == sorted(run.name.removeprefix("fast48_clr6_s") for run in CLICK_LR6_RUNS)
+    validation = {row[0]: row[1:] for row in _tables_after("--checkpoint save/fast48_clr6_s0.pth")[0]}
+    metrics, base_metrics, gains_at_12 = [], [], []
+    for run in CLICK_LR6_RUNS:
+        seed = run.name.removeprefix("fast48_clr6_s")
+        config = (run / "config.yaml").read_text()
+        assert f"seed: {seed}\n" in config and "click_lr_mult: 6.0\n" in config and "epoch: 48\n" in config
+        assert len(_epochs(run / "metrics.jsonl")) == 48, run.name
+        best = min(_validations(run).values(), key=lambda epoch: epoch["val/metric"])
+        base = min(_validations(FAST_LOGS / f"fast48_s{seed}").values(), key=lambda epoch: epoch["val/metric"])
+        assert rows[seed] == [f"{best['val/metric']:.2f}", str(best["epoch"]), f"{best['val/click_gain']:.2f}",
+                              f"{base['val/metric']:.2f}", f"{base['val/click_gain']:.2f}"], run.name
+        metrics.append(best["val/metric"])
+        base_metrics.append(base["val/metric"])
+        val = _evaluation(run / "val_results.json", f"save/fast48_clr6_s{seed}.pth", "val", 127)
+        row = next(cells for name, cells in validation.items() if name.startswith(f"click pathway at 6x, seed {seed}"))
+        assert row == _row(val["model"]["sargmax_mm_MRE"]), run.name
+        base_val = _evaluation(FAST_LOGS / f"fast48_s{seed}" / "val_results.json", f"save/fast48_s{seed}.pth", "val", 127)
+        assert validation[f"2-hour recipe (3x), seed {seed}"] == _row(base_val["model"]["sargmax_mm_MRE"])
+        twelve = _validations(run)[12]["val/click_gain"], _validations(FAST_LOGS / f"fast48_s{seed}")[12]["val/click_gain"]
+        gains_at_12.append(twelve)
+        # the checkpoint's re-evaluation gives the logged checkpoint metric
+        assert np.mean(val["model"]["hargmax_mm_MRE"][:4]) == pytest.approx(best["val/metric"], abs=0.01)
+    section = _flat_section("The other direction, the click pathway at 6x", "On the test split, evaluated once")
+    assert (f"mean {np.mean(metrics):.2f} against {np.mean(base_metrics):.2f} for the same seeds of the 2-hour "
+            f"recipe") in section
+    assert (f"click gain +{gains_at_12[0][0]:.2f} and +{gains_at_12[1][0]:.2f} after epoch 12, against "
+            f"+{gains_at_12[0][1]:.2f} and +{gains_at_12[1][1]:.2f}") in section
+    stage3 = _checkpoint_metric(_epochs(MODEL_LOGS / "stage3_clicks2_metrics.jsonl"))
+    assert all(metric <= stage3 for metric in metrics) and f"Both seeds reach the stage-3 model's {stage3:.2f}" in section
+    every = [_checkpoint_metric(_epochs(run / "metrics.jsonl")) for run in TWO_HOUR_RUNS + CLICK_LR6_RUNS]
+    assert f"every 48-epoch run, {sum(m <= stage3 for m in every)} of {len(every)} reach {stage3:.2f}" in section
+    seconds = [f"{_logged_seconds(_epochs(run / 'metrics.jsonl')):.0f}" for run in CLICK_LR6_RUNS]
+    assert f"{' and '.join(seconds)} s of epochs logged" in section
