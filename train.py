@@ -197,8 +197,9 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
         if average is not None:
             average.update(getattr(net, "module", net))
         count += 1
-        if math.isfinite(grad_norm.item()):
-            grad_norms.append(grad_norm.item())  # before clipping
+        grad_norm = grad_norm.item()  # before clipping
+        if math.isfinite(grad_norm):
+            grad_norms.append(grad_norm)
         for key, value in (("loss", terms.total.item()), ("bce_main", terms.bce_main),
                            ("bce_aux", terms.bce_aux), ("morph", terms.morph)):
             totals[key] += value
