@@ -1,4 +1,4 @@
-"""The README's published numbers are the committed logs' numbers, and the committed model gives them.
+"""The published numbers (README.md, docs/experiments.md) are the committed logs' numbers; the committed model gives them.
 
 Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
 tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
@@ -27,7 +27,8 @@ from conftest import AASCE, require
 from misc.report import comparison_table, paired_difference_table, parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+# the published text: the README and the experiments it points to (docs/experiments.md), in that order
+PUBLISHED = (ROOT / "README.md").read_text() + "\n\n" + (ROOT / "docs" / "experiments.md").read_text()
 LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
 CHECKPOINT = "pretrained/aasce_cpu.pth"
@@ -44,9 +45,9 @@ def _cells(line: str) -> list[str]:
 
 
 def _flat_section(start: str, end: str) -> str:
-    """README text between `start` and the next `end`, whitespace runs collapsed to one space."""
-    assert start in README, f"README has no '{start}'"
-    return " ".join(README.split(start, 1)[1].split(end, 1)[0].split())
+    """Published text between `start` and the next `end`, whitespace runs collapsed to one space."""
+    assert start in PUBLISHED, f"README/docs/experiments.md has no '{start}'"
+    return " ".join(PUBLISHED.split(start, 1)[1].split(end, 1)[0].split())
 
 
 def _evaluation(path: Path, checkpoint: str, split: str, num_images: int) -> dict:
@@ -66,11 +67,11 @@ def _row(values) -> list[str]:
 
 
 def _tables_after(marker: str) -> list[list[list[str]]]:
-    """Cells of every Markdown table that follows an occurrence of `marker` in the README (the first table
+    """Cells of every Markdown table that follows an occurrence of `marker` in the published text (the first table
     after each), header rows first."""
-    assert marker in README, f"README has no '{marker}'"
+    assert marker in PUBLISHED, f"README/docs/experiments.md has no '{marker}'"
     tables = []
-    for text in README.split(marker)[1:]:
+    for text in PUBLISHED.split(marker)[1:]:
         rows = []
         for line in text.splitlines():
             if line.startswith("|"):
@@ -208,7 +209,7 @@ def _paired_table_runs(header: list[str], rows: list[list[str]]) -> tuple[str, l
 
 
 def test_ablation_paired_differences_are_the_committed_runs_ones():
-    """Each README table of per-image differences to the full method (one per seed) is the committed
+    """Each docs/experiments.md table of per-image differences to the full method (one per seed) is the committed
     runs' paired comparison, and every committed seed with variants besides `full` has one."""
     seeds = set()
     for header, *rows in _tables_after("**Per-image differences to the full method"):
@@ -225,8 +226,8 @@ def test_ablation_paired_differences_are_the_committed_runs_ones():
 
 
 def test_seed_to_seed_differences_are_the_committed_runs_ones():
-    """README "Seed to seed": each variant trained with another seed is compared, image by image, with its
-    seed-0 run; one table per variant, each the committed runs' paired comparison."""
+    """docs/experiments.md "Seed to seed": each variant trained with another seed is compared, image by image, with
+    its seed-0 run; one table per variant, each the committed runs' paired comparison."""
     covered = set()
     for header, *rows in _tables_after("**Seed to seed"):
         reference, runs = _paired_table_runs(header, rows)
@@ -298,6 +299,21 @@ def test_readme_results_section_quotes_the_committed_evaluation():
         assert line in section, f"README Results does not say: {line}"
 
 
+def test_readme_summaries_of_moved_experiments_quote_the_experiments_file():
+    """The README's short versions of what docs/experiments.md details ("What made the clicks steer", "Levers
+    measured and not adopted") quote only numbers that the experiments file states, so they cannot drift
+    from the numbers the tests above check."""
+    readme = (ROOT / "README.md").read_text()
+    experiments = (ROOT / "docs" / "experiments.md").read_text()
+    quoted = [number for start, end in (("**What made the clicks steer.**", "**What differs from the paper"),
+                                         ("**Levers measured and not adopted**", "**Ablation switches**"))
+              for number in re.findall(r"\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?", readme.split(start, 1)[1].split(end, 1)[0])]
+    assert len(quoted) >= 15
+    flat = " ".join(experiments.split())
+    missing = [number for number in quoted if number not in flat]
+    assert not missing, f"README summaries quote numbers that docs/experiments.md does not state: {missing}"
+
+
 def test_readme_ablation_scale_row_is_the_committed_evaluation():
     rows = _first_table_after("**The ablation**")
     row = next(row for row in rows if row[0].startswith("for scale: the committed model"))
@@ -347,7 +363,7 @@ def test_rotated_test_label_share_is_the_committed_per_image_table():
     assert sum(rotated) == 1
     at_zero = table["mre"][:, 0]
     others = at_zero[~np.asarray(rotated)]
-    text = " ".join(README.split())
+    text = " ".join(PUBLISHED.split())
     assert (f"(`{ROTATED_TEST_IMAGE}`): on it the committed model's 0-click error is {at_zero[rotated][0]:.1f} px, "
             f"against {others.mean():.2f} px on the other {others.size} images ({at_zero.mean():.2f} px on all "
             f"{at_zero.size};") in text
@@ -356,7 +372,7 @@ def test_rotated_test_label_share_is_the_committed_per_image_table():
 
 
 def test_fifth_stage_probe_numbers_are_its_committed_logs():
-    """README "A fifth stage": the validation metrics, epoch time and validation table of the probe."""
+    """docs/experiments.md "A fifth stage": the validation metrics, epoch time and validation table of the probe."""
     epochs = _epochs(MODEL_LOGS / "probe_stage5_metrics.jsonl")
     section = _flat_section("**A fifth stage**", "| clicks |")
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
@@ -369,9 +385,9 @@ def test_fifth_stage_probe_numbers_are_its_committed_logs():
 
 
 def test_hires_stage_probe_numbers_are_its_committed_logs():
-    """README "A final stage at 512x256": the unchanged model's evaluation at 512x256, then the probe's
+    """docs/experiments.md "A final stage at 512x256": the unchanged model's evaluation at 512x256, then the probe's
     validation metrics, 0-click errors and epoch time."""
-    section = _flat_section("**A final stage at 512x256**", "**Ablation switches**")
+    section = _flat_section("**A final stage at 512x256**", "## The ablation, image by image")
     before = _evaluation(MODEL_LOGS / "probe_hires_epoch0_val_results.json", CHECKPOINT, "val", 127)
     assert (f"validation metric {np.mean(before['model']['hargmax_mm_MRE'][:4]):.2f} "
             f"({before['model']['sargmax_mm_MRE'][0]:.2f} px at 0 clicks;") in section
@@ -386,7 +402,7 @@ def test_hires_stage_probe_numbers_are_its_committed_logs():
 
 
 def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
-    """README "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
+    """docs/experiments.md "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
     epochs = _epochs(FAST_LOGS / "probe_ema_fixrot_metrics.jsonl")
     averaged = _evaluation(FAST_LOGS / "probe_ema_fixrot_val_results.json", "save/fast_v3.pth", "val", 127)
     plain = _evaluation(FAST_LOGS / "probe_ema_fixrot_raw_val_results.json", "save/fast_v3_raw.pth", "val", 127)
@@ -481,14 +497,14 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
 
 
 def test_two_hour_seed_spread_split_by_label_order(real_data):
-    """README "Where the seeds differ": each seed's validation MRE over 0..3 clicks from its committed
+    """docs/experiments.md "Where the seeds differ": each seed's validation MRE over 0..3 clicks from its committed
     val_per_image.csv, split into the images whose labels are in top-to-bottom order and the others (order
     read from the real labels), and the final training losses."""
     from misc.vertebra_order import is_top_to_bottom
 
     in_order = {entry["image"]: is_top_to_bottom(np.asarray(entry["label"], dtype=float))
                 for entry in json.loads((real_data / "val.json").read_text())}
-    section = _flat_section("Where the seeds differ:", "On the test split, evaluated once")
+    section = _flat_section("Where the seeds differ:", "**The click pathway's learning rate**")
     means, added, correct, losses = [], [], [], []
     for run in TWO_HOUR_RUNS:
         table = parse_per_image_csv((run / "val_per_image.csv").read_text(), run.name)
@@ -522,9 +538,9 @@ def _span(values) -> str:
 
 
 def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
-    """README "The click pathway's learning rate": the click gains of the 2-hour seeds at their checkpoints
-    and after epochs 12 and 16, and the stopped runs with the click pathway at the network's rate."""
-    section = _flat_section("Click following: validation click gain", "On the test split, evaluated once")
+    """docs/experiments.md "The click pathway's learning rate": the click gains of the 2-hour seeds at their
+    checkpoints and after epochs 12 and 16, and the stopped runs with the click pathway at the network's rate."""
+    section = _flat_section("Click following: validation click gain", "The other direction, the click pathway at 6x")
     seeds = [_validations(run) for run in TWO_HOUR_RUNS]
     at_checkpoint = [_checkpoint_epoch(_epochs(run / "metrics.jsonl"))["val/click_gain"] for run in TWO_HOUR_RUNS]
     assert f"at the checkpoint {', '.join(f'{gain:.2f}' for gain in at_checkpoint)} px" in section
@@ -547,8 +563,8 @@ CLICK_LR6_RUNS = sorted(path for path in FAST_LOGS.iterdir() if path.name.starts
 
 
 def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
-    """README: the 2-hour recipe with Optimizer.click_lr_mult 6.0 — per seed its checkpoint metric, epoch and
-    click gain beside the 2-hour recipe's same seed, the means, and its validation rows."""
+    """docs/experiments.md: the 2-hour recipe with Optimizer.click_lr_mult 6.0 — per seed its checkpoint metric,
+    epoch and click gain beside the 2-hour recipe's same seed, the means, and its validation rows."""
     assert CLICK_LR6_RUNS, "the click_lr_mult 6.0 runs' logs"
     header, *rows = _tables_after("`pretrained/aasce_cpu_fast_logs/fast48_clr6_sN/`")[0]
     assert header == ["seed", "checkpoint metric", "at epoch", "click gain there",
@@ -576,7 +592,7 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
         gains_at_12.append((validations[12]["val/click_gain"], base_validations[12]["val/click_gain"]))
         # the checkpoint's re-evaluation gives the logged checkpoint metric
         assert np.mean(val["model"]["hargmax_mm_MRE"][:4]) == pytest.approx(best["val/metric"], abs=0.01)
-    section = _flat_section("The other direction, the click pathway at 6x", "On the test split, evaluated once")
+    section = _flat_section("The other direction, the click pathway at 6x", "## Levers measured and not adopted")
     assert (f"mean {np.mean(metrics):.2f} against {np.mean(base_metrics):.2f} for the same seeds of the 2-hour "
             f"recipe") in section
     assert (f"click gain +{gains_at_12[0][0]:.2f} and +{gains_at_12[1][0]:.2f} after epoch 12, against "
