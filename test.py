@@ -2,6 +2,7 @@
 
     python test.py --only-test-version quick              # save/quick/best.pth on its own test split
     python test.py --checkpoint pretrained/x.pth --data data/dataset16_512 --out results/x
+    python test.py --checkpoint a.pth --ensemble b.pth c.pth ...     # heatmaps of a, b, c averaged
 
 Writes to the output folder: results.json (every metric per click), results.md (the table),
 mre_per_click.png, and predictions.npz (per image and click: coordinates of both revisions in the
@@ -29,6 +30,7 @@ from misc.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from misc.report import PAPER_AASCE, PER_IMAGE_FILE, format_table, per_image_csv, plot_mre
 from misc.errors import BadInput, report_bad_input
 from model import build_model, load_weights, read_checkpoint
+from model.ensemble import load_ensemble
 
 
 def parse_args(argv=None):
@@ -38,6 +40,10 @@ def parse_args(argv=None):
                       help="evaluate save/NAME/best.pth (experiment name under --save-dir); the underscore "
                            "spelling is the official script's")
     what.add_argument("--checkpoint", help="a checkpoint file (ours or the authors' release)")
+    parser.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
+                        help="average the model's heatmaps with these checkpoints' (a test-time ensemble; each "
+                             "built from its stored config, which must predict on the same terms; the first "
+                             "model's config drives the evaluation)")
     parser.add_argument("--save-dir", default=None, help="experiments root (default: PATH.SAVE of the config)")
     parser.add_argument("--config", default=None,
                         help="config for --checkpoint (default: the one stored in the checkpoint, "
@@ -125,18 +131,25 @@ def main(argv=None) -> int:
     device = util.select_device(args.device or config.MISC.device)
     max_clicks = config.Test.max_clicks if args.max_clicks is None else args.max_clicks
     table_clicks = min(config.Test.table_clicks if args.table_clicks is None else args.table_clicks, max_clicks)
+    if args.ensemble:  # never the single model's folder
+        default_out = default_out.with_name(f"{default_out.name}_ensemble{1 + len(args.ensemble)}")
     out_dir = Path(args.out) if args.out else default_out
     util.check_output_dir(out_dir)  # before the evaluation, not after it
     net = build_model(config)
     info = load_weights(net, checkpoint)
     net.to(device).eval()
+    if args.ensemble:
+        net = load_ensemble(net, config, args.ensemble, allow_pickle=args.allow_pickle)
     dataset = KeypointDataset(config, args.split, train=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
-    print(f"evaluating {checkpoint.path} (epoch {info.get('epoch', '?')}) on {len(dataset)} {args.split} images "
+    members = "".join(f" + {path}" for path in args.ensemble)
+    print(f"evaluating {checkpoint.path} (epoch {info.get('epoch', '?')}){members} on {len(dataset)} {args.split} images "
           f"from {config.PATH.DATA.TABLE}, 0..{max_clicks} clicks, device {device}")
     arrays = evaluate(net, loader, config, device, max_clicks, progress=not args.no_progress)
     results = summarise(arrays, config.Test.noc_thresholds)
     results["checkpoint"] = str(checkpoint.path)
+    if args.ensemble:  # the heatmaps were averaged with these members'
+        results["ensemble"] = [str(path) for path in args.ensemble]
     results["data"] = str(config.PATH.DATA.TABLE)
     results["split"] = args.split
     if args.set:  # a results file must say when it is not the checkpoint's own config
