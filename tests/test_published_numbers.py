@@ -595,11 +595,12 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
     section = _flat_section("The other direction, the click pathway at 6x", "## Levers measured and not adopted")
     assert (f"mean {np.mean(metrics):.2f} against {np.mean(base_metrics):.2f} for the same seeds of the 2-hour "
             f"recipe") in section
-    assert (f"click gain +{gains_at_12[0][0]:.2f} and +{gains_at_12[1][0]:.2f} after epoch 12, against "
-            f"+{gains_at_12[0][1]:.2f} and +{gains_at_12[1][1]:.2f}") in section
+    at_6x, at_3x = (", ".join(f"+{gains[side]:.2f}" for gains in gains_at_12) for side in (0, 1))
+    assert f"click gain {at_6x} after epoch 12 for seeds 0-{len(metrics) - 1}, against {at_3x}" in section
     stage3 = _stage3_metric()
-    assert all(metric <= stage3 for metric in metrics) and f"Both seeds reach the stage-3 model's {stage3:.2f}" in section
+    reached = sum(metric <= stage3 for metric in metrics)
+    assert f"{reached} of {len(metrics)} seeds reach the stage-3 model's {stage3:.2f}" in section
     every = [_checkpoint_metric(_epochs(run / "metrics.jsonl")) for run in TWO_HOUR_RUNS + CLICK_LR6_RUNS]
     assert f"every 48-epoch run, {sum(m <= stage3 for m in every)} of {len(every)} reach {stage3:.2f}" in section
     seconds = [f"{_logged_seconds(_epochs(run / 'metrics.jsonl')):.0f}" for run in CLICK_LR6_RUNS]
-    assert f"{' and '.join(seconds)} s of epochs logged" in section
+    assert f"{', '.join(seconds)} s of epochs logged for seeds 0-{len(metrics) - 1}" in section
