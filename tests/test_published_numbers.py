@@ -604,3 +604,50 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
     assert f"every 48-epoch run, {sum(m <= stage3 for m in every)} of {len(every)} reach {stage3:.2f}" in section
     seconds = [f"{_logged_seconds(_epochs(run / 'metrics.jsonl')):.0f}" for run in CLICK_LR6_RUNS]
     assert f"{', '.join(seconds)} s of epochs logged for seeds 0-{len(metrics) - 1}" in section
+
+
+ENSEMBLE_SEEDS = FAST_LOGS / "ensemble_seeds0-3"  # the four 2-hour seeds averaged (test.py --ensemble)
+ENSEMBLE_WITH_COMMITTED = FAST_LOGS / "ensemble_committed_seeds0-3"  # the committed model and those four
+COMMITTED_VAL = MODEL_LOGS / "val_results.json"  # the committed model on the validation split
+
+
+def _mre_and_cobb(results: dict) -> list[str]:
+    """Cells of an ensemble-table row: model revision MRE after 0..5 clicks, Cobb SMAPE at 0 and after 5."""
+    model = results["model"]
+    return _row(model["sargmax_mm_MRE"]) + [f"{model['cobb_SMAPE'][0]:.2f}", f"{model['cobb_SMAPE'][5]:.2f}"]
+
+
+def test_seed_ensemble_numbers_are_its_committed_evaluations():
+    """docs/experiments.md "A seed ensemble": each row is its committed validation results.json, evaluated with
+    the members the row names, and the sentence's gains are those rows' differences."""
+    seeds = [f"save/fast48_s{seed}.pth" for seed in range(4)]
+    averaged = _evaluation(ENSEMBLE_SEEDS / "val_results.json", seeds[0], "val", 127)
+    assert averaged["ensemble"] == seeds[1:]
+    with_committed = _evaluation(ENSEMBLE_WITH_COMMITTED / "val_results.json", CHECKPOINT, "val", 127)
+    assert with_committed["ensemble"] == seeds
+    committed = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)
+    alone = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127) for run in TWO_HOUR_RUNS]
+    assert [run.name for run in TWO_HOUR_RUNS] == [f"fast48_s{seed}" for seed in range(4)]
+    mean_alone = {"model": {key: np.mean([run["model"][key] for run in alone], axis=0)
+                            for key in ("sargmax_mm_MRE", "cobb_SMAPE")}}
+    rows = {row[0]: row[1:] for row in _first_table_after("**A seed ensemble**")}
+    assert rows == {
+        "the four seeds of the 2-hour recipe, averaged": _mre_and_cobb(averaged),
+        "the four seeds alone, mean of their results": _mre_and_cobb(mean_alone),
+        "the committed model and the four seeds, averaged": _mre_and_cobb(with_committed),
+        "the committed model alone": _mre_and_cobb(committed),
+    }
+    section = _flat_section("**A seed ensemble**", "## The ablation, image by image")
+    gain = np.subtract(mean_alone["model"]["sargmax_mm_MRE"], averaged["model"]["sargmax_mm_MRE"])
+    assert f"takes {gain[0]:.2f} px off their mean at 0 clicks and {gain[5]:.2f} px after 5" in section
+    change = np.subtract(with_committed["model"]["sargmax_mm_MRE"], committed["model"]["sargmax_mm_MRE"])
+    assert f"{change[0]:+.2f} px at 0 clicks and {change[5]:+.2f} px after 5" in section
+
+
+def test_committed_model_validation_numbers_are_its_committed_evaluation():
+    """README, stage 4: the committed model's validation MRE after 0..5 clicks and Cobb SMAPE at 0 clicks are
+    pretrained/aasce_cpu_logs/val_results.json (test.py on the validation split)."""
+    model = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]
+    section = _flat_section("Stage 4 was added on 2026-12-03", "```bash")
+    assert f"to {', '.join(_row(model['sargmax_mm_MRE']))} and Cobb SMAPE at 0 clicks" in section
+    assert f"% to {model['cobb_SMAPE'][0]:.2f} %." in section
