@@ -630,7 +630,9 @@ def test_seed_ensemble_numbers_are_its_committed_evaluations():
     assert [run.name for run in TWO_HOUR_RUNS] == [f"fast48_s{seed}" for seed in range(4)]
     mean_alone = {"model": {key: np.mean([run["model"][key] for run in alone], axis=0)
                             for key in ("sargmax_mm_MRE", "cobb_SMAPE")}}
-    rows = {row[0]: row[1:] for row in _first_table_after("**A seed ensemble**")}
+    header, *rows = _first_table_after("**A seed ensemble**")
+    assert header[1:] == [f"MRE {clicks}" for clicks in range(6)] + ["Cobb SMAPE 0", "Cobb SMAPE 5"]
+    rows = {row[0]: row[1:] for row in rows}
     assert rows == {
         "the four seeds of the 2-hour recipe, averaged": _mre_and_cobb(averaged),
         "the four seeds alone, mean of their results": _mre_and_cobb(mean_alone),
@@ -642,6 +644,8 @@ def test_seed_ensemble_numbers_are_its_committed_evaluations():
     assert f"takes {gain[0]:.2f} px off their mean at 0 clicks and {gain[5]:.2f} px after 5" in section
     change = np.subtract(with_committed["model"]["sargmax_mm_MRE"], committed["model"]["sargmax_mm_MRE"])
     assert f"{change[0]:+.2f} px at 0 clicks and {change[5]:+.2f} px after 5" in section
+    cobb = with_committed["model"]["cobb_SMAPE"][0] - committed["model"]["cobb_SMAPE"][0]
+    assert f"with {cobb:.2f} points more Cobb SMAPE at 0 clicks" in section
 
 
 def test_committed_model_validation_numbers_are_its_committed_evaluation():
