@@ -226,6 +226,11 @@ def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
 TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in
                         (Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs").glob("fast48_s*"))
 
+# every committed seed of the 2-hour recipe at 6x, the recipe since 2026-12-05 (fast48_clr6_sN/)
+CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in
+                         (Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs")
+                         .glob("fast48_clr6_s*"))
+
 
 @pytest.mark.parametrize("recipe, overrides, trained_with", [
     ("config/aasce_cpu_clicks3.yaml", [], "pretrained/aasce_cpu.pth"),
@@ -237,6 +242,8 @@ TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in
     ("config/aasce_cpu_hires_probe.yaml", [], "pretrained/aasce_cpu_logs/probe_hires_config.yaml"),
     *[("config/aasce_cpu_fast48.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
        f"pretrained/aasce_cpu_fast_logs/fast48_s{seed}/config.yaml") for seed in TWO_HOUR_SEEDS],
+    *[("config/aasce_cpu_2h.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
+       f"pretrained/aasce_cpu_fast_logs/fast48_clr6_s{seed}/config.yaml") for seed in CLICK_LR6_SEEDS],
     ("config/aasce_cpu_fast.yaml", ["Train.epoch=48", "Train.patience=48", "Train.val_every=4"],
      "pretrained/aasce_cpu_fast_logs/fast48_s0/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.ema_decay=0.998", "Train.val_every=4",
