@@ -1,4 +1,5 @@
-"""The published numbers (README.md, docs/experiments.md) are the committed logs' numbers; the committed model gives them.
+"""The published numbers (README.md, docs/experiments.md) are the committed logs' numbers; the committed model
+gives them.
 
 Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
 tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
@@ -571,7 +572,8 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
                       "2-hour recipe, same seed", "its click gain"]
     rows = {row[0]: row[1:] for row in rows}
     assert sorted(rows) == sorted(run.name.removeprefix("fast48_clr6_s") for run in CLICK_LR6_RUNS)
-    validation = {row[0]: row[1:] for row in _tables_after("save/fast48_clr6_s0.pth --data data/dataset16_512 --split val")[0]}
+    validation_marker = "save/fast48_clr6_s0.pth --data data/dataset16_512 --split val"
+    validation = {row[0]: row[1:] for row in _tables_after(validation_marker)[0]}
     metrics, base_metrics, gains_at_12 = [], [], []
     for run in CLICK_LR6_RUNS:
         seed = run.name.removeprefix("fast48_clr6_s")
@@ -606,7 +608,7 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
     assert f"{', '.join(seconds)} s of epochs logged for seeds 0-{len(metrics) - 1}" in section
 
 
-ENSEMBLE_SEEDS = FAST_LOGS / "ensemble_seeds0-3"  # the four 2-hour seeds averaged (test.py --ensemble)
+ENSEMBLE_SEEDS = FAST_LOGS / "ensemble_seeds0-3"  # the four 48-epoch seeds at 3x averaged (test.py --ensemble)
 ENSEMBLE_WITH_COMMITTED = FAST_LOGS / "ensemble_committed_seeds0-3"  # the committed model and those four
 COMMITTED_VAL = MODEL_LOGS / "val_results.json"  # the committed model on the validation split
 
@@ -634,9 +636,9 @@ def test_seed_ensemble_numbers_are_its_committed_evaluations():
     assert header[1:] == [f"MRE {clicks}" for clicks in range(6)] + ["Cobb SMAPE 0", "Cobb SMAPE 5"]
     rows = {row[0]: row[1:] for row in rows}
     assert rows == {
-        "the four seeds of the 2-hour recipe, averaged": _mre_and_cobb(averaged),
-        "the four seeds alone, mean of their results": _mre_and_cobb(mean_alone),
-        "the committed model and the four seeds, averaged": _mre_and_cobb(with_committed),
+        "the four seeds of the 2-hour recipe at 3x, averaged": _mre_and_cobb(averaged),
+        "the four 3x seeds alone, mean of their results": _mre_and_cobb(mean_alone),
+        "the committed model and the four 3x seeds, averaged": _mre_and_cobb(with_committed),
         "the committed model alone": _mre_and_cobb(committed),
     }
     section = _flat_section("**A seed ensemble**", "## The ablation, image by image")
@@ -689,5 +691,6 @@ def test_two_hour_recipe_at_six_times_the_rate_test_numbers_are_its_committed_ev
             for run in TWO_HOUR_RUNS]
     assert (f"The four seeds give {min(at_0):.2f}-{max(at_0):.2f} px at 0 clicks and {min(at_5):.2f}-{max(at_5):.2f} "
             f"px after 5 (means {np.mean(at_0):.2f} and {np.mean(at_5):.2f}; at 3x {np.mean([b[0] for b in base]):.2f} "
-            f"and {np.mean([b[5] for b in base]):.2f}), Cobb SMAPE {min(cobb):.2f}-{max(cobb):.2f} % at 0 clicks") in section
+            f"and {np.mean([b[5] for b in base]):.2f}), Cobb SMAPE {min(cobb):.2f}-{max(cobb):.2f} % at 0 "
+            f"clicks") in section
     assert f"split {np.mean(at_0):.2f} px at 0 clicks and {np.mean(at_5):.2f} px after 5 on average" in status
