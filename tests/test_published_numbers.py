@@ -694,3 +694,20 @@ def test_two_hour_recipe_at_six_times_the_rate_test_numbers_are_its_committed_ev
             f"and {np.mean([b[5] for b in base]):.2f}), Cobb SMAPE {min(cobb):.2f}-{max(cobb):.2f} % at 0 "
             f"clicks") in section
     assert f"split {np.mean(at_0):.2f} px at 0 clicks and {np.mean(at_5):.2f} px after 5 on average" in status
+
+
+def test_two_hour_recipe_timing_run_numbers_are_its_committed_log():
+    """README "The 2-hour recipe": the epoch times of the 6x config timed alone at two threads (a run stopped by
+    the end of a session), and the 48-epoch time they give (36 plain epochs, 12 validated)."""
+    epochs = _epochs(FAST_LOGS / "aasce_cpu_2h_timing" / "metrics.jsonl")
+    quiet = [epoch for epoch in epochs if epoch["epoch"] >= 4]  # epochs 1-3 ran beside the test suite
+    plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
+    validated = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
+    first = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] < 4]
+    hours, minutes = divmod(round((36 * np.mean(plain) + 12 * np.mean(validated)) / 60), 60)
+    last = epochs[-1]["epoch"]
+    section = _flat_section("**The 2-hour recipe**", "**At 3x**")
+    assert (f"epochs 4-{last} took {min(plain):.0f}-{max(plain):.0f} s ({min(validated):.0f}-{max(validated):.0f} s "
+            f"with validation; epochs 1-3, {min(first):.0f}-{max(first):.0f} s, ran beside the test suite), and it "
+            f"stopped after epoch {last} at the end of the session. At those epoch times the 48 epochs take about "
+            f"{hours} h {minutes} min") in section
