@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from misc.errors import BadInput
+from model.predictor import Predictor
+from model.weights import read_checkpoint
 
 __all__ = ["HeatmapEnsemble", "load_ensemble", "PREDICTION_KEYS", "LOGIT_EPS"]
 
@@ -55,9 +57,6 @@ def load_ensemble(first: nn.Module, config, paths: Sequence, *, allow_pickle: bo
     built from its own stored config. A checkpoint without a config, or one that predicts on other terms
     than ``config`` (PREDICTION_KEYS: input size, heatmap std, keypoints, decoding, previous-heatmap rule)
     is a BadInput naming the file and the key."""
-    from model import build_model, load_weights, read_checkpoint
-    from model.predictor import without_imagenet
-
     members = [first]
     device = next(first.parameters()).device
     for path in paths:
@@ -70,7 +69,5 @@ def load_ensemble(first: nn.Module, config, paths: Sequence, *, allow_pickle: bo
             if mine != theirs:
                 raise BadInput(f"{checkpoint.path}: {section}.{key} is {mine!r}, the first model's is {theirs!r}; "
                                f"ensemble members must predict on the same terms")
-        net = build_model(without_imagenet(member_config))
-        load_weights(net, checkpoint)
-        members.append(net.to(device).eval().requires_grad_(False))
+        members.append(Predictor.from_checkpoint(checkpoint, member_config).net.to(device))
     return HeatmapEnsemble(members)

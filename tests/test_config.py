@@ -222,14 +222,11 @@ def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
         util.load_config(tmp_path / "c.yaml")
 
 
-# every committed seed of the 2-hour recipe (pretrained/aasce_cpu_fast_logs/fast48_sN/), found, not listed
-TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in
-                        (Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs").glob("fast48_s*"))
-
+FAST_LOGS = Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs"
+# every committed seed of the 48-epoch recipe at 3x (fast48_sN/), found, not listed
+TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in FAST_LOGS.glob("fast48_s*"))
 # every committed seed of the 2-hour recipe at 6x, the recipe since 2026-12-05 (fast48_clr6_sN/)
-CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in
-                         (Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs")
-                         .glob("fast48_clr6_s*"))
+CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in FAST_LOGS.glob("fast48_clr6_s*"))
 
 
 @pytest.mark.parametrize("recipe, overrides, trained_with", [

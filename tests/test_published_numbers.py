@@ -28,8 +28,10 @@ from conftest import AASCE, require
 from misc.report import comparison_table, paired_difference_table, parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-# the published text: the README and the experiments it points to (docs/experiments.md), in that order
-PUBLISHED = (ROOT / "README.md").read_text() + "\n\n" + (ROOT / "docs" / "experiments.md").read_text()
+README = (ROOT / "README.md").read_text()
+EXPERIMENTS = (ROOT / "docs" / "experiments.md").read_text()
+# the published text: the README and the experiments it points to, in that order
+PUBLISHED = README + "\n\n" + EXPERIMENTS
 LOGS = ROOT / "pretrained" / "ablation_logs"
 FAST_RUN = LOGS / "s0_full"
 CHECKPOINT = "pretrained/aasce_cpu.pth"
@@ -304,13 +306,11 @@ def test_readme_summaries_of_moved_experiments_quote_the_experiments_file():
     """The README's short versions of what docs/experiments.md details ("What made the clicks steer", "Levers
     measured and not adopted") quote only numbers that the experiments file states, so they cannot drift
     from the numbers the tests above check."""
-    readme = (ROOT / "README.md").read_text()
-    experiments = (ROOT / "docs" / "experiments.md").read_text()
     quoted = [number for start, end in (("**What made the clicks steer.**", "**What differs from the paper"),
                                          ("**Levers measured and not adopted**", "**Ablation switches**"))
-              for number in re.findall(r"\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?", readme.split(start, 1)[1].split(end, 1)[0])]
+              for number in re.findall(r"\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?", README.split(start, 1)[1].split(end, 1)[0])]
     assert len(quoted) >= 15
-    flat = " ".join(experiments.split())
+    flat = " ".join(EXPERIMENTS.split())
     missing = [number for number in quoted if number not in flat]
     assert not missing, f"README summaries quote numbers that docs/experiments.md does not state: {missing}"
 
@@ -435,6 +435,12 @@ def _mean_seconds(epochs: list[dict], validated: bool) -> float:
     return float(np.mean([epoch["epoch_seconds"] for epoch in epochs if ("val/metric" in epoch) == validated]))
 
 
+def _forty_eight_epochs(plain: float, validated: float) -> str:
+    """'H h M min' for the 2-hour recipe's 48 epochs (every 4th validated) at these mean epoch seconds."""
+    hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)
+    return f"{hours} h {minutes} min"
+
+
 def test_two_hour_recipe_numbers_are_its_committed_logs():
     """README "The 2-hour recipe": per committed seed its time, checkpoint metric, validation rows and test row;
     the means over the seeds; the time estimate at the 40-epoch run's epoch times; the comparison rows of the
@@ -488,9 +494,8 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
     assert f"({np.mean(test_after_0):.2f} px at 0 clicks, {np.mean(test_after_5):.2f} px after 5)" in section
     full = _epochs(FAST_RUN / "metrics.jsonl")
     plain, validated = _mean_seconds(full, False), _mean_seconds(full, True)
-    hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)  # 48 epochs, every 4th validated
     assert (f"{plain:.0f} s without and {validated:.0f} s with validation, means) the 48 epochs would take "
-            f"about {hours} h {minutes} min") in section
+            f"about {_forty_eight_epochs(plain, validated)}") in section
     for label, results in (("fast recipe, seed 0 (40 epochs", _run_results("s0_full")),
                            ("the committed model", _committed_evaluation())):
         row = next(cells for name, cells in test_rows.items() if name.startswith(label))
@@ -704,10 +709,9 @@ def test_two_hour_recipe_timing_run_numbers_are_its_committed_log():
     plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
     validated = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
     first = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] < 4]
-    hours, minutes = divmod(round((36 * np.mean(plain) + 12 * np.mean(validated)) / 60), 60)
     last = epochs[-1]["epoch"]
     section = _flat_section("**The 2-hour recipe**", "**At 3x**")
     assert (f"epochs 4-{last} took {min(plain):.0f}-{max(plain):.0f} s ({min(validated):.0f}-{max(validated):.0f} s "
             f"with validation; epochs 1-3, {min(first):.0f}-{max(first):.0f} s, ran beside the test suite), and it "
             f"stopped after epoch {last} at the end of the session. At those epoch times the 48 epochs take about "
-            f"{hours} h {minutes} min") in section
+            f"{_forty_eight_epochs(np.mean(plain), np.mean(validated))}") in section
