@@ -701,17 +701,44 @@ def test_two_hour_recipe_at_six_times_the_rate_test_numbers_are_its_committed_ev
     assert f"split {np.mean(at_0):.2f} px at 0 clicks and {np.mean(at_5):.2f} px after 5 on average" in status
 
 
-def test_two_hour_recipe_timing_run_numbers_are_its_committed_log():
-    """README "The 2-hour recipe": the epoch times of the 6x config timed alone at two threads (a run stopped by
-    the end of a session), and the 48-epoch time they give (36 plain epochs, 12 validated)."""
-    epochs = _epochs(FAST_LOGS / "aasce_cpu_2h_timing" / "metrics.jsonl")
+def test_two_hour_recipe_timing_run_numbers_are_its_committed_log_and_evaluations():
+    """README "The 2-hour recipe": the command timed as one run alone at two threads (two invocations, resumed):
+    its epoch times and total, checkpoint metric, validation row and test row, and the status line's summary."""
+    run = FAST_LOGS / "aasce_cpu_2h"
+    epochs = _epochs(run / "metrics.jsonl")
+    assert [epoch["epoch"] for epoch in epochs] == list(range(1, 49)), "one complete 48-epoch run"
     quiet = [epoch for epoch in epochs if epoch["epoch"] >= 4]  # epochs 1-3 ran beside the test suite
     plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
     validated = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
     first = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] < 4]
-    last = epochs[-1]["epoch"]
+    total = sum(epoch["epoch_seconds"] for epoch in epochs)
+    hours, minutes = divmod(round(total / 60), 60)
+    metric = _checkpoint_metric(epochs)
     section = _flat_section("**The 2-hour recipe**", "**At 3x**")
-    assert (f"epochs 4-{last} took {min(plain):.0f}-{max(plain):.0f} s ({min(validated):.0f}-{max(validated):.0f} s "
-            f"with validation; epochs 1-3, {min(first):.0f}-{max(first):.0f} s, ran beside the test suite), and it "
-            f"stopped after epoch {last} at the end of the session. At those epoch times the 48 epochs take about "
-            f"{_forty_eight_epochs(np.mean(plain), np.mean(validated))}") in section
+    assert (f"{total:.0f} s of epochs logged, i.e. **{hours} h {minutes} min** of training, in two invocations"
+            in section)
+    assert (f"Epochs 4-48 took {min(plain):.0f}-{max(plain):.0f} s ({min(validated):.0f}-{max(validated):.0f} s "
+            f"with validation; epochs 1-3, {min(first):.0f}-{max(first):.0f} s, ran beside the test suite)") in section
+    committed_metric = _checkpoint_metric(_epochs(MODEL_LOGS / "stage4_clicks3_metrics.jsonl"))
+    assert (f"Checkpoint metric **{metric:.2f}** at epoch {_checkpoint_epoch(epochs)['epoch']} (the committed "
+            f"model {committed_metric:.2f}, the stage-3 model {_stage3_metric():.2f})") in section
+    val = _evaluation(run / "val_results.json", "save/aasce_cpu_2h.pth", "val", 127)["model"]
+    committed_val = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]
+    assert (f"clicks gives {', '.join(_row(val['sargmax_mm_MRE']))} (the committed model "
+            f"{', '.join(_row(committed_val['sargmax_mm_MRE']))}) and Cobb SMAPE {val['cobb_SMAPE'][0]:.2f} % at 0 "
+            f"clicks ({committed_val['cobb_SMAPE'][0]:.2f} %)") in section
+    seed0 = _checkpoint_metric(_epochs(FAST_LOGS / "fast48_clr6_s0" / "metrics.jsonl"))
+    assert f"end {abs(seed0 - metric):.2f} px apart on the checkpoint metric ({metric:.2f} and {seed0:.2f})" in section
+    header, *rows = _tables_after("evaluated once after the choice of 6x")[0]
+    test = _evaluation(run / "results.json", "save/aasce_cpu_2h.pth", "test", 64)
+    want_header, want_row = _comparison_row(test)
+    assert header[1:] == want_header[1:]
+    assert rows[0] == [f"2-hour recipe as one command, seed 0, two threads ({hours} h {minutes} min)"] + want_row
+    model, committed = test["model"], _committed_evaluation()["model"]
+    status = _flat_section("**Status:", "`pretrained/aasce_cpu.pth` (float32")
+    mre_gap = max(model["sargmax_mm_MRE"][c] - committed["sargmax_mm_MRE"][c] for c in (0, 5))
+    cobb_gap = model["cobb_SMAPE"][0] - committed["cobb_SMAPE"][0]
+    assert (f"the command trained in {hours} h {minutes} min (checkpoint metric {metric:.2f}; on the test split "
+            f"{model['sargmax_mm_MRE'][0]:.2f} px at 0 clicks, {model['sargmax_mm_MRE'][5]:.2f} px after 5, Cobb "
+            f"SMAPE {model['cobb_SMAPE'][0]:.2f} %: within {mre_gap:.2f} px and {cobb_gap:.2f} points of the "
+            f"four-stage model's") in status
