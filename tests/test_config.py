@@ -242,6 +242,7 @@ CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in FAS
     *[("config/aasce_cpu_2h.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
        f"pretrained/aasce_cpu_fast_logs/fast48_clr6_s{seed}/config.yaml") for seed in CLICK_LR6_SEEDS],
     ("config/aasce_cpu_2h.yaml", [], "pretrained/aasce_cpu_fast_logs/aasce_cpu_2h/config.yaml"),
+    ("config/aasce_cpu_2h_w18.yaml", [], "pretrained/aasce_cpu_fast_logs/aasce_cpu_2h_w18/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.epoch=48", "Train.patience=48", "Train.val_every=4"],
      "pretrained/aasce_cpu_fast_logs/fast48_s0/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.ema_decay=0.998", "Train.val_every=4",

@@ -655,6 +655,45 @@ def test_seed_ensemble_numbers_are_its_committed_evaluations():
     assert f"with {cobb:.2f} points more Cobb SMAPE at 0 clicks" in section
 
 
+def test_non_small_w18_numbers_are_its_committed_logs():
+    """docs/experiments.md "The non-small HRNet-W18": its and the small network's validation metrics per
+    validated epoch, epoch times, click gains, the gap at the checkpoint and the validation rows; README's
+    one-line summary."""
+    wide, small = (_epochs(FAST_LOGS / name / "metrics.jsonl") for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
+    section = _flat_section("**The non-small HRNet-W18**", "**A seed ensemble**")
+    header, *rows = _tables_after("**The non-small HRNet-W18**")[0]
+    validated = [epoch for epoch in wide if "val/metric" in epoch]
+    assert header[1:] == [str(epoch["epoch"]) for epoch in validated]
+    assert rows[0][1:] == [f"{epoch['val/metric']:.2f}" for epoch in validated]
+    assert rows[1][1:] == [f"{epoch['val/metric']:.2f}" for epoch in small if "val/metric" in epoch]
+    quiet = [epoch for epoch in wide if epoch["epoch"] >= 4]
+    plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
+    with_val = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
+    ratio = np.mean(plain) / _mean_seconds([epoch for epoch in small if epoch["epoch"] >= 4], validated=False)
+    assert (f"Epochs 4-48 took {min(plain):.0f}-{max(plain):.0f} s ({min(with_val):.0f}-{max(with_val):.0f} s with "
+            f"validation), {ratio:.2f}x the small network's in the same morning; "
+            f"{sum(epoch['epoch_seconds'] for epoch in wide):.0f} s of epochs logged") in section
+    gain = {run: {epoch["epoch"]: epoch["val/click_gain"] for epoch in epochs if "val/metric" in epoch}
+            for run, epochs in (("wide", wide), ("small", small))}
+    assert (f"+{gain['wide'][20]:.2f} px against +{gain['small'][20]:.2f} after epoch 20, +{gain['wide'][48]:.2f} "
+            f"against +{gain['small'][48]:.2f} after epoch 48") in section
+    metric, small_metric = _checkpoint_metric(wide), _checkpoint_metric(small)
+    assert f"ended {metric - small_metric:.2f} px behind the small one" in section
+    results = {name: _evaluation(FAST_LOGS / name / "val_results.json", f"save/{name}.pth", "val", 127)["model"]
+               for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h")}
+    committed = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]
+    header, *rows = _tables_after("--checkpoint save/aasce_cpu_2h_w18.pth")[0]
+    assert [row[1:] for row in rows] == [_row(model["sargmax_mm_MRE"]) for model in
+                                         (results["aasce_cpu_2h_w18"], results["aasce_cpu_2h"], committed)]
+    assert (f"Cobb SMAPE at 0 clicks {results['aasce_cpu_2h_w18']['cobb_SMAPE'][0]:.2f} % (small "
+            f"{results['aasce_cpu_2h']['cobb_SMAPE'][0]:.2f} %, committed {committed['cobb_SMAPE'][0]:.2f} %)") in section
+    # the rule that kept the test split closed: not better than the committed model at both 0 and 5 clicks
+    assert any(results["aasce_cpu_2h_w18"]["sargmax_mm_MRE"][c] >= committed["sargmax_mm_MRE"][c] for c in (0, 5))
+    summary = _flat_section("**Levers measured and not adopted**", "**Ablation switches**")
+    assert (f"checkpoint metric {metric:.2f} against {small_metric:.2f}, clicks followed later, epochs {ratio:.2f}x "
+            f"longer") in summary
+
+
 def test_committed_model_validation_numbers_are_its_committed_evaluation():
     """README, stage 4: the committed model's validation MRE after 0..5 clicks and Cobb SMAPE at 0 clicks are
     pretrained/aasce_cpu_logs/val_results.json (test.py on the validation split)."""
