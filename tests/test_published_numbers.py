@@ -435,6 +435,14 @@ def _mean_seconds(epochs: list[dict], validated: bool) -> float:
     return float(np.mean([epoch["epoch_seconds"] for epoch in epochs if ("val/metric" in epoch) == validated]))
 
 
+def _quiet_epoch_seconds(epochs: list[dict], first_quiet: int = 4) -> tuple[list[float], list[float]]:
+    """Seconds of the plain and of the validated epochs from epoch `first_quiet` on (the earlier ones of the runs
+    timed on 2026-12-05 ran beside other work)."""
+    quiet = [epoch for epoch in epochs if epoch["epoch"] >= first_quiet]
+    return ([epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch],
+            [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch])
+
+
 def _forty_eight_epochs(plain: float, validated: float) -> str:
     """'H h M min' for the 2-hour recipe's 48 epochs (every 4th validated) at these mean epoch seconds."""
     hours, minutes = divmod(round((36 * plain + 12 * validated) / 60), 60)
@@ -660,23 +668,20 @@ def test_non_small_w18_numbers_are_its_committed_logs():
     validated epoch, epoch times, click gains, the gap at the checkpoint and the validation rows; README's
     one-line summary."""
     wide, small = (_epochs(FAST_LOGS / name / "metrics.jsonl") for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
+    wide_val, small_val = (_validations(FAST_LOGS / name) for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
     section = _flat_section("**The non-small HRNet-W18**", "**A seed ensemble**")
     header, *rows = _tables_after("**The non-small HRNet-W18**")[0]
-    validated = [epoch for epoch in wide if "val/metric" in epoch]
-    assert header[1:] == [str(epoch["epoch"]) for epoch in validated]
-    assert rows[0][1:] == [f"{epoch['val/metric']:.2f}" for epoch in validated]
-    assert rows[1][1:] == [f"{epoch['val/metric']:.2f}" for epoch in small if "val/metric" in epoch]
-    quiet = [epoch for epoch in wide if epoch["epoch"] >= 4]
-    plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
-    with_val = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
-    ratio = np.mean(plain) / _mean_seconds([epoch for epoch in small if epoch["epoch"] >= 4], validated=False)
+    assert header[1:] == [str(epoch) for epoch in wide_val]
+    assert rows[0][1:] == [f"{epoch['val/metric']:.2f}" for epoch in wide_val.values()]
+    assert rows[1][1:] == [f"{epoch['val/metric']:.2f}" for epoch in small_val.values()]
+    plain, with_val = _quiet_epoch_seconds(wide)
+    ratio = np.mean(plain) / np.mean(_quiet_epoch_seconds(small)[0])
     assert (f"Epochs 4-48 took {min(plain):.0f}-{max(plain):.0f} s ({min(with_val):.0f}-{max(with_val):.0f} s with "
             f"validation), {ratio:.2f}x the small network's in the same morning; "
             f"{sum(epoch['epoch_seconds'] for epoch in wide):.0f} s of epochs logged") in section
-    gain = {run: {epoch["epoch"]: epoch["val/click_gain"] for epoch in epochs if "val/metric" in epoch}
-            for run, epochs in (("wide", wide), ("small", small))}
-    assert (f"+{gain['wide'][20]:.2f} px against +{gain['small'][20]:.2f} after epoch 20, +{gain['wide'][48]:.2f} "
-            f"against +{gain['small'][48]:.2f} after epoch 48") in section
+    assert (f"+{wide_val[20]['val/click_gain']:.2f} px against +{small_val[20]['val/click_gain']:.2f} after epoch "
+            f"20, +{wide_val[48]['val/click_gain']:.2f} against +{small_val[48]['val/click_gain']:.2f} after epoch "
+            f"48") in section
     metric, small_metric = _checkpoint_metric(wide), _checkpoint_metric(small)
     assert f"ended {metric - small_metric:.2f} px behind the small one" in section
     results = {name: _evaluation(FAST_LOGS / name / "val_results.json", f"save/{name}.pth", "val", 127)["model"]
@@ -746,9 +751,7 @@ def test_two_hour_recipe_timing_run_numbers_are_its_committed_log_and_evaluation
     run = FAST_LOGS / "aasce_cpu_2h"
     epochs = _epochs(run / "metrics.jsonl")
     assert [epoch["epoch"] for epoch in epochs] == list(range(1, 49)), "one complete 48-epoch run"
-    quiet = [epoch for epoch in epochs if epoch["epoch"] >= 4]  # epochs 1-3 ran beside the test suite
-    plain = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" not in epoch]
-    validated = [epoch["epoch_seconds"] for epoch in quiet if "val/metric" in epoch]
+    plain, validated = _quiet_epoch_seconds(epochs)  # epochs 1-3 ran beside the test suite
     first = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] < 4]
     total = sum(epoch["epoch_seconds"] for epoch in epochs)
     hours, minutes = divmod(round(total / 60), 60)
