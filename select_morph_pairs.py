@@ -6,7 +6,7 @@
 ``--labels`` is a raw ``labels/<split>/`` folder of ``.mat`` files or a preprocessed table JSON written
 by data_preprocessing.py (its raw ``label`` and ``raw_size_row_col``, else its ``points_<rows>``).
 The result is a JSON [pairs, triplets] usable as ``Morph.pairs`` in a config. The selection rule is
-documented in misc/morph_pairs.py.
+documented in dataset/morph_pairs.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import util
 from misc.errors import BadInput, report_bad_input
-from misc.morph_pairs import (
+from dataset.morph_pairs import (
     FRAMES,
     count_recovered,
     load_morph_pairs,

@@ -14,7 +14,7 @@ import yaml
 from munch import Munch
 
 from misc.errors import BadInput
-from misc.config_schema import ConfigError, fill_defaults, migrate_old_keys, normalise_floats, old_key_note, validate
+from config_schema import ConfigError, fill_defaults, migrate_old_keys, normalise_floats, old_key_note, validate
 
 class _YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``)."""
@@ -190,8 +190,10 @@ def config_to_yaml(config: Munch) -> str:
     return yaml.safe_dump(config.toDict() if hasattr(config, "toDict") else dict(config), sort_keys=False)
 
 
-def select_device(requested: str = "auto"):
-    """'auto' -> CUDA when present, else CPU (with a one-line notice)."""
+def select_device(requested: str = "auto", fallback_to_cpu: bool = False):
+    """'auto' -> CUDA when present, else CPU (with a one-line notice). A named CUDA device that this
+    machine lacks is refused, or, with ``fallback_to_cpu`` (the name came from a stored config, not
+    from the person: where a run was trained does not decide where it runs now), the CPU with a notice."""
     import torch
 
     if requested in ("", "auto"):
@@ -204,7 +206,14 @@ def select_device(requested: str = "auto"):
     except RuntimeError:
         raise BadInput(f"device '{requested}' is not a device name (use 'auto', 'cpu', 'cuda' or 'cuda:N')") from None
     if device.type == "cuda" and not torch.cuda.is_available():
+        if fallback_to_cpu:
+            print(f"notice: the config asks for device '{requested}' (MISC.device), but CUDA is not available "
+                  f"here: running on CPU (pass --device to choose)")
+            return torch.device("cpu")
         raise BadInput(f"device '{requested}' requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BadInput(f"device '{requested}' requested but this machine has {torch.cuda.device_count()} CUDA "
+                       f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     return device
 
 

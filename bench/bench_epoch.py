@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import util  # noqa: E402
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
 from misc.clicks import Clicker, indices_to_mask  # noqa: E402
-from misc.evaluation import evaluate  # noqa: E402
+from engine.evaluation import evaluate  # noqa: E402
 from misc.heatmaps import gaussian_heatmaps  # noqa: E402
-from misc.morph_pairs import load_morph_pairs  # noqa: E402
-from misc.training import compute_loss, simulate_click_rounds  # noqa: E402
+from dataset.morph_pairs import load_morph_pairs  # noqa: E402
+from engine.training import compute_loss, simulate_click_rounds  # noqa: E402
 from model import build_model  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
-from train import build_optimizer  # noqa: E402
+from engine.trainer import build_optimizer  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import torch
 from dataset.augment import augment, build_transform, occlude_band
 from misc.clicks import click_count_probs, sample_initial_clicks
 from misc.errors import BadInput
-from misc.vertebra_order import unrotate_vertebrae
+from dataset.vertebra_order import unrotate_vertebrae
 
 SPLITS = ("train", "val", "test")
 

@@ -6,7 +6,7 @@
     second = predictor.predict(image_t, {26: (r, c)}, first.probs)  # point 26 fixed at grid (r, c)
 
 A prediction with fixed points is one step of the evaluation protocol's model revision
-(``misc.revision``), made by the same ``model.predictor.Predictor``: the fixed points are the clicks
+(``engine.revision``), made by the same ``model.predictor.Predictor``: the fixed points are the clicks
 (Gaussian click maps, the training std) and the previous heatmap follows the config's
 ``Model.prev_heatmap`` rule. Coordinates here are (row, col) on the network grid; ``misc.frames``
 (``original_xy_to_grid_rc`` / ``grid_rc_to_original_xy``) converts them to original pixels.

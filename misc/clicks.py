@@ -46,12 +46,11 @@ def worst_unclicked(errors: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor
 
 
 def indices_to_mask(indices: list, batch: int, num_keypoints: int, device=None) -> torch.Tensor:
-    """List (len B) of index arrays -> (B, K) bool mask."""
-    mask = torch.zeros(batch, num_keypoints, dtype=torch.bool, device=device)
+    """List (len B) of index arrays -> (B, K) bool mask, built on the host and moved in one copy."""
+    mask = np.zeros((batch, num_keypoints), dtype=bool)
     for b, idx in enumerate(indices):
-        if len(idx):
-            mask[b, torch.as_tensor(np.asarray(idx), dtype=torch.long, device=device)] = True
-    return mask
+        mask[b, np.asarray(idx, dtype=np.int64)] = True
+    return torch.from_numpy(mask).to(device)
 
 
 def replace_clicked(coords_rc: torch.Tensor, true_rc: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 NUM_KEYPOINTS = 68
-NUM_VERTEBRAE = NUM_KEYPOINTS // 4
+POINTS_PER_VERTEBRA = 4  # two upper-endplate corners, then two lower (left, right)
+NUM_VERTEBRAE = NUM_KEYPOINTS // POINTS_PER_VERTEBRA
 
 __all__ = [
     "NUM_KEYPOINTS",
     "NUM_VERTEBRAE",
+    "POINTS_PER_VERTEBRA",
     "angle_matrix",
     "cobb_angles",
     "cobb_angles_batch",

@@ -8,7 +8,7 @@ It owns everything between the clicks and the points: the Gaussian click maps (t
 previous-heatmap rule (``Model.prev_heatmap``), the network call and the decoding; coordinates are
 (row, col) on the network grid (``size_rc``); ``misc.frames`` converts them to original pixels.
 The simulated user (truth, clicked mask, worst-point rule) is ``misc.clicks.Clicker``. The evaluation
-protocol (misc/evaluation.py), the training-time click rounds (misc/training.py), the demo
+protocol (engine/evaluation.py), the training-time click rounds (engine/training.py), the demo
 (demo/predictor.py) and tools/click_response.py all predict through this class.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Predictor:
         return decode(probs, self.subpixel, self.patch_size)
 
     def bind(self, image: torch.Tensor, click_rc: torch.Tensor):
-        """``predict(clicked, last_probs) -> probs`` for one batch, as ``misc.revision.run_revisions`` wants."""
+        """``predict(clicked, last_probs) -> probs`` for one batch, as ``engine.revision.run_revisions`` wants."""
         return lambda clicked, last_probs: self.probs(image, click_rc, clicked, last_probs)
 
 

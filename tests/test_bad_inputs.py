@@ -72,7 +72,9 @@ def test_test_py_refuses_an_unwritable_output_before_evaluating(synthetic_datase
     import test as test_script
 
     _, table = synthetic_dataset
-    monkeypatch.setattr(test_script, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the output"))
+    from engine import evaluator
+
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the output"))
     blocker = tmp_path / "results"
     blocker.write_text("a file where the output folder should go")
     code = test_script.main(["--checkpoint", str(checkpoints["nan"][0].with_name("good.pth")), "--data", str(table),

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from misc.click_response import displaced_click_response, follow_ratio
+from engine.click_response import displaced_click_response, follow_ratio
 
 K = 12
 

@@ -1,4 +1,4 @@
-"""Cobb-angle evaluation of the revisions (misc/cobb_eval.py), on hand-built spines with known angles.
+"""Cobb-angle evaluation of the revisions (engine/cobb_eval.py), on hand-built spines with known angles.
 
 The spine: 17 rectangular vertebrae along a gentle bow, vertebra v tilted by TILTS[v] degrees. The angle
 between two vertebrae is the difference of their tilts, so the Cobb angles are known by construction:
@@ -13,7 +13,7 @@ import pytest
 
 from misc.cobb import cobb_angles
 from misc.frames import grid_to_original_px
-from misc.cobb_eval import (
+from engine.cobb_eval import (
     cobb_metrics,
     degenerate_vertebrae,
     format_cobb_table,

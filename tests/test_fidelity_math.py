@@ -5,7 +5,7 @@ from misc.decoding import hard_argmax, subpixel_decode
 from misc.heatmaps import gaussian_heatmaps
 from misc.losses import heatmap_bce
 from misc.metrics import radial_errors
-from misc.morph_pairs import load_morph_pairs
+from dataset.morph_pairs import load_morph_pairs
 from misc.morphology import morphology_loss
 
 TOL = 1e-5

@@ -1,7 +1,7 @@
 """The demo's refinement is the evaluation protocol's model revision: same clicks, same points.
 
 Only public APIs: the demo's KeypointPredictor (and its annotation session) against
-misc.revision.run_revisions driven by model.predictor.Predictor, both built from one checkpoint file.
+engine.revision.run_revisions driven by model.predictor.Predictor, both built from one checkpoint file.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from dataset.synthetic import make_sample
 from demo.predictor import KeypointPredictor
 from misc.frames import grid_rc_to_original_xy, grid_to_original, original_xy_to_grid_rc
-from misc.revision import choice_clicker, run_revisions
+from engine.revision import choice_clicker, run_revisions
 from model.predictor import Predictor
 
 TINY = ["Dataset.image_size=[128,64]", "Dataset.heatmap_std=1.875", "Dataset.subpixel_decoding_patch_size=5",

@@ -1,4 +1,4 @@
-"""Morphology pairs/triplets (misc/morph_pairs.py, select_morph_pairs.py): selection, loading, the CLI."""
+"""Morphology pairs/triplets (dataset/morph_pairs.py, select_morph_pairs.py): selection, loading, the CLI."""
 
 import json
 import math
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from misc.morph_pairs import (
+from dataset.morph_pairs import (
     candidate_pairs,
     candidate_triplets,
     count_recovered,
@@ -24,7 +24,7 @@ from conftest import SHARED
 
 REFERENCE_JSON = SHARED / "reference" / "morph_pairs_aasce.json"
 TRAINING_LABELS = SHARED / "aasce" / "boostnet_labeldata" / "labels" / "training"
-SHIPPED_JSON = Path(__file__).resolve().parents[1] / "misc" / "morph_pairs_dataset16.json"
+SHIPPED_JSON = Path(__file__).resolve().parents[1] / "dataset" / "morph_pairs_dataset16.json"
 
 
 def planted_labels(size_rc=(100, 100), num_sets=40, num_keypoints=9, seed=0):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from misc.report import paired_difference_table, parse_per_image_csv
+from engine.report import paired_difference_table, parse_per_image_csv
 from tools import plot_ablation
 
 ROOT = Path(__file__).resolve().parents[1]

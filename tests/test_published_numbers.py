@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import AASCE, require
-from misc.report import comparison_table, paired_difference_table, parse_per_image_csv
+from engine.report import comparison_table, paired_difference_table, parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -345,7 +345,7 @@ def test_committed_model_reproduces_its_published_evaluation(real_data, tmp_path
     assert got_images["images"] == want_images["images"]
     np.testing.assert_allclose(got_images["mre"], want_images["mre"], atol=0.01)
     # the image README names as the test split's rotated label is the only one out of top-to-bottom order
-    from misc.vertebra_order import is_top_to_bottom, topmost_listed_last
+    from dataset.vertebra_order import is_top_to_bottom, topmost_listed_last
     labels = {Path(entry["image"]).stem: np.asarray(entry["label"], dtype=float)
               for entry in json.loads((real_data / "test.json").read_text())}
     assert [name for name, label in labels.items() if not is_top_to_bottom(label)] == [ROTATED_TEST_IMAGE]
@@ -514,7 +514,7 @@ def test_two_hour_seed_spread_split_by_label_order(real_data):
     """docs/experiments.md "Where the seeds differ": each seed's validation MRE over 0..3 clicks from its committed
     val_per_image.csv, split into the images whose labels are in top-to-bottom order and the others (order
     read from the real labels), and the final training losses."""
-    from misc.vertebra_order import is_top_to_bottom
+    from dataset.vertebra_order import is_top_to_bottom
 
     in_order = {entry["image"]: is_top_to_bottom(np.asarray(entry["label"], dtype=float))
                 for entry in json.loads((real_data / "val.json").read_text())}

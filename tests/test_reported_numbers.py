@@ -219,7 +219,7 @@ def test_compare_runs_rows_hold_each_runs_numbers_and_refuse_other_images(report
 def test_per_image_csv_rows_are_each_images_own_errors(reported, truth):
     """per_image.csv: per image (in predictions.npz order) model revision's MRE in original pixels and Cobb
     SMAPE after 0..max clicks, recomputed here from the saved predictions with plain numpy."""
-    from misc.report import parse_per_image_csv
+    from engine.report import parse_per_image_csv
 
     out, _, _ = reported
     npz = np.load(out / "predictions.npz")
@@ -236,7 +236,7 @@ def test_per_image_csv_rows_are_each_images_own_errors(reported, truth):
 
 def test_compare_runs_paired_to_gives_each_runs_per_image_difference_and_refuses_other_images(reported, tmp_path,
                                                                                            capsys):
-    from misc.report import parse_per_image_csv, per_image_csv
+    from engine.report import parse_per_image_csv, per_image_csv
     from tools import compare_runs
 
     out, _, _ = reported

@@ -8,7 +8,7 @@ from misc.decoding import decode, hard_argmax
 from misc.frames import grid_to_original
 from misc.heatmaps import gaussian_heatmaps
 from misc.metrics import radial_errors
-from misc.revision import choice_clicker, clicks_to_reach, mre_per_image, run_revisions
+from engine.revision import choice_clicker, clicks_to_reach, mre_per_image, run_revisions
 from model.predictor import Predictor
 
 SIZE = (64, 32)

@@ -10,11 +10,14 @@ import yaml
 
 import train
 import util
+from engine import trainer
 from conftest import REPO_ROOT, tiny_overrides
 
 
-def _run(table_dir, save_dir, name, *extra):
+def _run(table_dir, save_dir, name, *extra, device="cpu"):
+    # --device cpu: bit-identical resumes and gloo ranks are CPU facts, also on a machine with CUDA
     args = ["--config", "config/quick.yaml", "--name", name, "--no-progress", "--threads", "1"]
+    args += ["--device", device] if device else []
     for item in tiny_overrides(table_dir, save_dir):
         args += ["--set", item]
     return train.main(args + list(extra))
@@ -109,7 +112,7 @@ def test_click_lr_mult_scales_only_the_click_pathway(synthetic_dataset, tmp_path
     _, table = synthetic_dataset
     # factor 0: the click encoder and the gating block stay as loaded while the rest learns
     _, base, tuned, params = _tune_from_one_epoch(table, tmp_path, "frozen_clicks", "Optimizer.click_lr_mult=0")
-    click = [k for k in params if k.startswith(train.CLICK_PATHWAY_PREFIXES)]
+    click = [k for k in params if k.startswith(trainer.CLICK_PATHWAY_PREFIXES)]
     assert any(k.startswith("hintmap_encoder.") for k in click) and any("HintEncSENet" in k for k in click)
     assert all(torch.equal(base[k], tuned[k]) for k in click)
     assert not all(torch.equal(base[k], tuned[k]) for k in params if k not in click)
@@ -129,14 +132,14 @@ def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_last_good_checkpoi
     _, table = synthetic_dataset
     assert _run(table, tmp_path, "nan", "--set", "Train.epoch=1") == 0
     good = _weights(tmp_path / "nan/last.pth")
-    real_step = train.training_step
+    real_step = trainer.training_step
 
     def poisoned(*args, **kwargs):
         terms = real_step(*args, **kwargs)
         terms.total = terms.total * float("nan")
         return terms
 
-    monkeypatch.setattr(train, "training_step", poisoned)
+    monkeypatch.setattr(trainer, "training_step", poisoned)
     assert _run(table, tmp_path, "nan", "--resume", "--set", "Train.epoch=2") == 2
     assert "at epoch 2, batch 0" in (tmp_path / "nan/log.txt").read_text()
     after = _weights(tmp_path / "nan/last.pth")
@@ -146,7 +149,7 @@ def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_last_good_checkpoi
 def test_two_gloo_processes_agree_and_their_checkpoint_evaluates(synthetic_dataset, tmp_path):
     _, table = synthetic_dataset
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "train.py", "--config", "config/quick.yaml", "--name", "ddp", "--no-progress", "--threads", "1",
+           "train.py", "--config", "config/quick.yaml", "--name", "ddp", "--no-progress", "--threads", "1", "--device", "cpu",
            "--set", "Train.epoch=3", "--set", "Train.batch_size=2"]
     for item in tiny_overrides(table, tmp_path):
         if not item.startswith(("Train.epoch", "Train.batch_size")):
@@ -218,7 +221,7 @@ def test_non_finite_learning_rate_is_refused_in_one_line(synthetic_dataset, tmp_
 
 
 def test_metrics_file_stays_json_when_a_value_is_not_finite(tmp_path):
-    from misc.experiment import Experiment
+    from engine.experiment import Experiment
 
     run = Experiment(tmp_path, "m", tensorboard=False)
     run.record_metrics(1, {"val/metric": float("inf"), "val/click_gain": float("nan"), "loss": 0.5})
@@ -226,16 +229,23 @@ def test_metrics_file_stays_json_when_a_value_is_not_finite(tmp_path):
         {"epoch": 1, "val/metric": None, "val/click_gain": None, "loss": 0.5}]
 
 
-def test_misc_device_of_the_config_is_used(synthetic_dataset, tmp_path, capsys):
+def test_misc_device_of_the_config_is_a_preference_and_device_flag_an_order(synthetic_dataset, tmp_path, capsys):
     _, table = synthetic_dataset
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
-    assert _run(table, tmp_path, "dev", "--set", "MISC.device=cuda") == 2
+    # a config (e.g. one stored by a GPU run) that names CUDA trains on this CPU machine, and says so
+    assert _run(table, tmp_path, "dev", "--set", "MISC.device=cuda", "--set", "Train.epoch=1", device=None) == 0
+    out = capsys.readouterr().out
+    assert "asks for device 'cuda' (MISC.device), but CUDA is not available here: running on CPU" in out
+    assert "device cpu" in out
+    assert _run(table, tmp_path, "dev", "--resume", "--set", "Train.epoch=2", device=None) == 0  # and resumes here
+    # the person's own --device cuda is refused, before a run folder is made
+    assert _run(table, tmp_path, "dev2", "--set", "Train.epoch=1", device="cuda") == 2
     assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
-    assert _run(table, tmp_path, "dev", "--set", "MISC.device=cpu", "--set", "Train.epoch=1") == 0
+    assert not (tmp_path / "dev2").exists()
+    assert _run(table, tmp_path, "dev3", "--set", "MISC.device=cpu", "--set", "Train.epoch=1", device=None) == 0
     out = capsys.readouterr().out
     assert "device cpu" in out and "no CUDA device found" not in out  # 'auto' would print that notice
-    assert _run(table, tmp_path, "dev2", "--set", "MISC.device=cuda", "--device", "cpu", "--set", "Train.epoch=1") == 0
 
 
 def test_weight_average_is_validated_saved_as_best_and_resumed_exactly(synthetic_dataset, tmp_path):

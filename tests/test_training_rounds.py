@@ -6,7 +6,7 @@ from munch import Munch
 
 from misc.clicks import Clicker
 from misc.heatmaps import gaussian_heatmaps
-from misc.training import simulate_click_rounds, training_step
+from engine.training import simulate_click_rounds, training_step
 from model.predictor import Predictor
 
 SIZE = (48, 24)

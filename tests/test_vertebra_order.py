@@ -1,4 +1,4 @@
-"""Training labels that list the topmost vertebra last (misc/vertebra_order.py, Dataset.train_vertebra_order)."""
+"""Training labels that list the topmost vertebra last (dataset/vertebra_order.py, Dataset.train_vertebra_order)."""
 import json
 
 import numpy as np
@@ -9,7 +9,7 @@ from conftest import AASCE, require
 from dataset.aasce_io import read_label
 from dataset.keypoint_dataset import KeypointDataset
 from misc.errors import BadInput
-from misc.vertebra_order import is_top_to_bottom, topmost_listed_last, unrotate_vertebrae
+from dataset.vertebra_order import is_top_to_bottom, topmost_listed_last, unrotate_vertebrae
 
 
 def _spine(vertebrae=17):

@@ -1,11 +1,11 @@
-"""PNG strips of the revisions (misc/visualize.py): layout, colours that carry meaning, files on disk."""
+"""PNG strips of the revisions (engine/visualize.py): layout, colours that carry meaning, files on disk."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from misc.visualize import Panel, render_strip, strip_panels, write_strips
+from engine.visualize import Panel, render_strip, strip_panels, write_strips
 
 IMAGE_RC = (512, 256)  # the preprocessed array shown in the strips
 GRID_RC = (256, 128)  # the network grid of the arrays (half the displayed size)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from misc.weight_average import WeightAverage, ema_decay_at
+from engine.weight_average import WeightAverage, ema_decay_at
 
 
 def _net(weight: float) -> nn.Sequential:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import util  # noqa: E402
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
-from misc.click_response import displaced_click_response  # noqa: E402
+from engine.click_response import displaced_click_response  # noqa: E402
 from misc.errors import BadInput, report_bad_input  # noqa: E402
 from model import read_checkpoint  # noqa: E402
 from model.predictor import Predictor  # noqa: E402

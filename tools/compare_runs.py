@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from misc.errors import BadInput, report_bad_input  # noqa: E402
-from misc.report import PER_IMAGE_FILE, comparison_table, paired_difference_table, parse_per_image_csv  # noqa: E402
+from engine.report import PER_IMAGE_FILE, comparison_table, paired_difference_table, parse_per_image_csv  # noqa: E402
 
 
 def resolve_runs(specs: list[str]) -> dict[str, Path]:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from misc.errors import BadInput, report_bad_input  # noqa: E402
 from misc.paired import same_seed_differences  # noqa: E402
-from misc.report import PER_IMAGE_FILE, parse_per_image_csv, plot_paired_differences  # noqa: E402
+from engine.report import PER_IMAGE_FILE, parse_per_image_csv, plot_paired_differences  # noqa: E402
 
 REFERENCE = "full"
 TITLES = {"full": "full method: seed k - seed 0", "no_morph": "without the morphology-aware loss - full",

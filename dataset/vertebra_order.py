@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-POINTS_PER_VERTEBRA = 4
+from misc.cobb import POINTS_PER_VERTEBRA
 
 
 def _vertebra_rows(points_xy: np.ndarray, points_per_vertebra: int) -> np.ndarray:

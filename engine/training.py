@@ -19,10 +19,12 @@ from model.predictor import Predictor
 
 @dataclass
 class LossTerms:
+    """The loss to back-propagate and its parts, detached 0-dim tensors on the loss's device (read
+    them with float() when needed: every read waits for the device)."""
     total: torch.Tensor
-    bce_main: float
-    bce_aux: float
-    morph: float
+    bce_main: torch.Tensor
+    bce_aux: torch.Tensor
+    morph: torch.Tensor
 
 
 def simulate_click_rounds(predictor, image, clicker, rounds: int) -> torch.Tensor | None:
@@ -61,7 +63,7 @@ def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph
                                 config.Morph.distance_lambda, config.Morph.angle_lambda,
                                 sample_mask=mask, distance_l1=config.Morph.distance_l1)
         total = total + morph
-    return LossTerms(total, float(bce_main.detach()), float(bce_aux.detach()), float(morph.detach()))
+    return LossTerms(total, bce_main.detach(), bce_aux.detach(), morph.detach())
 
 
 def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generator, device) -> LossTerms:

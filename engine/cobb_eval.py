@@ -1,6 +1,6 @@
 """Cobb-angle evaluation of the interactive revisions: SMAPE and mean absolute error per click.
 
-Pure functions over the ``arrays`` of :func:`misc.evaluation.evaluate` (numpy in, numbers out), plus the
+Pure functions over the ``arrays`` of :func:`engine.evaluation.evaluate` (numpy in, numbers out), plus the
 Markdown table and the PNG at the edge. Cobb angles are always computed in ORIGINAL image pixels
 (see ``shared/AASCE_NOTES.md``): network-grid coordinates are rescaled by ``raw_size_rc / image_size_rc``
 first. Pixel spacing is deliberately NOT applied: the challenge defines the angles on pixels, and an
@@ -112,7 +112,7 @@ def predicted_cobb_angles(arrays: dict, revision: str, kind: str = "sargmax") ->
     """
     key = f"{revision}_{kind}_rc"
     if key not in arrays:
-        raise KeyError(f"arrays has no '{key}': expected the output of misc.evaluation.evaluate")
+        raise KeyError(f"arrays has no '{key}': expected the output of engine.evaluation.evaluate")
     coords_rc = grid_to_original_px(arrays[key], arrays["image_size_rc"], arrays["raw_size_rc"])
     if coords_rc.ndim != 4 or coords_rc.shape[2] != NUM_KEYPOINTS:
         raise ValueError(f"arrays['{key}'] must be (N, C+1, {NUM_KEYPOINTS}, 2), got {coords_rc.shape}")
@@ -172,7 +172,7 @@ def format_cobb_table(results: dict, clicks: int) -> str:
     """Markdown: Cobb SMAPE (%) of model / manual revision for 0..clicks clicks, then one MAE line each.
 
     ``results[revision]`` must hold ``cobb_SMAPE`` and ``cobb_MAE`` (:func:`cobb_metrics`); same layout as
-    :func:`misc.report.format_table`.
+    :func:`engine.report.format_table`.
     """
     available = min(len(results[r]["cobb_SMAPE"]) for r in REVISIONS) - 1
     clicks = min(int(clicks), available)

@@ -12,7 +12,7 @@ is (x, y) in THAT image's pixels. The Cobb angles are computed in original pixel
 (the original (rows, cols)) whenever the displayed image is a resized copy: the preprocessed 512x256 arrays
 are resized anisotropically, and angles measured on them would differ. :func:`write_strips` shows the
 preprocessed array of each image (``np.load(image_dir / name)``) and rescales the network-grid coordinates
-of ``misc.evaluation.evaluate`` to it.
+of ``engine.evaluation.evaluate`` to it.
 
 Drawing uses matplotlib's object API with the Agg canvas (no pyplot, no global backend change); files are
 written atomically.
@@ -286,11 +286,11 @@ def write_strips(arrays: dict, images, indices, out_dir, clicks: Sequence[int] =
                  true_angles=None, kind: str = "sargmax") -> list[Path]:
     """Write one PNG per image index into ``out_dir``; return the paths.
 
-    ``arrays``: the output of ``misc.evaluation.evaluate``. ``images``: a folder of preprocessed arrays
+    ``arrays``: the output of ``engine.evaluation.evaluate``. ``images``: a folder of preprocessed arrays
     (``np.load(folder / arrays["names"][i])``), a ``KeypointDataset`` (its ``image_dir``), or a callable
     name -> uint8 image. ``indices``: image indices into ``arrays``, or an int N for the first N images.
     ``clicks``: click counts to show (those above the evaluated maximum are left out). ``true_angles``:
-    (N, 3) truth from ``misc.cobb_eval.true_cobb_angles`` (default: computed from the true points).
+    (N, 3) truth from ``engine.cobb_eval.true_cobb_angles`` (default: computed from the true points).
     Each strip: row 1 truth + model revision, row 2 bare X-ray + manual revision; file
     ``<index>_<image stem>.png``.
     """

@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from misc.frames import grid_to_original
-from misc.revision import COORD_KINDS, choice_clicker, clicks_to_reach, mre_per_image, run_revisions
+from engine.revision import COORD_KINDS, choice_clicker, clicks_to_reach, mre_per_image, run_revisions
 from model.predictor import Predictor, check_finite
 
 REVISIONS = ("model", "manual")

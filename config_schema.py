@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from misc.errors import BadInput
-from misc.vertebra_order import POINTS_PER_VERTEBRA
+from misc.cobb import POINTS_PER_VERTEBRA
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ SCHEMA: dict = {
                                      help="band height range as a fraction of the image height"),
         },
         # not in the paper: 17 of 417 AASCE training label files list the topmost vertebra last
-        # (misc/vertebra_order.py)
+        # (dataset/vertebra_order.py)
         "train_vertebra_order": Spec(str, choices=("as_labelled", "fix_rotated"), default="as_labelled",
                                      help="'as_labelled' trains on the labels as they are (paper); "
                                           "'fix_rotated' moves a vertebra (4 points) listed last but lying "
