@@ -60,6 +60,13 @@ def test_morphology_loss_matches_official_for_each_weighting(fx, weights, key):
     assert float(ours) == pytest.approx(fx["morph_loss"][key], abs=LOSS_TOL, rel=1e-5)
 
 
+def test_default_aasce_pairs_and_triplets_are_the_official_ones(fx):
+    """Morph.pairs 'dataset16' (every AASCE config) loads the 70 pairs and 70 triplets the official code used."""
+    from misc.morph_pairs import load_morph_pairs
+
+    assert [a.tolist() for a in load_morph_pairs("dataset16")] == fx["morph_pairs"]
+
+
 def test_official_weighted_loss_is_the_weighted_sum_of_its_terms(fx):
     """A consistency check of the fixture itself (no code under test)."""
     loss = fx["morph_loss"]
