@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from misc.evaluation import evaluate, original_frame, per_image_errors, summarise
+from engine.evaluation import evaluate, original_frame, per_image_errors, summarise
 
 # ------------------------------------------------------------------------------------------ hand-made case
 # Network grid 16 x 8 (rows, cols). Image A is 160 x 24 original pixels (a grid row = 10 px, a grid col = 3 px),

@@ -62,7 +62,7 @@ def test_morphology_loss_matches_official_for_each_weighting(fx, weights, key):
 
 def test_default_aasce_pairs_and_triplets_are_the_official_ones(fx):
     """Morph.pairs 'dataset16' (every AASCE config) loads the 70 pairs and 70 triplets the official code used."""
-    from misc.morph_pairs import load_morph_pairs
+    from dataset.morph_pairs import load_morph_pairs
 
     assert [a.tolist() for a in load_morph_pairs("dataset16")] == fx["morph_pairs"]
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from misc.training import compute_loss
+from engine.training import compute_loss
 
 ROWS, COLS = 20, 10
 
@@ -52,8 +52,8 @@ def test_morphology_term_of_the_loss_uses_the_distance_and_angle_weights_of_the_
     terms = compute_loss(logits, logits, targets, true_rc, torch.tensor([True]), _config(distance_lambda, angle_lambda),
                          (PAIRS, TRIPLETS))
     expected = distance_lambda * DISTANCE_TERM + angle_lambda * ANGLE_TERM
-    assert terms.morph == pytest.approx(expected, abs=1e-6)
-    assert float(terms.total) == pytest.approx(terms.bce_main + terms.bce_aux + expected, rel=1e-5)
+    assert float(terms.morph) == pytest.approx(expected, abs=1e-6)
+    assert float(terms.total) == pytest.approx(float(terms.bce_main) + float(terms.bce_aux) + expected, rel=1e-5)
 
 
 def test_the_morphology_term_is_off_for_augmented_samples_by_default():
