@@ -222,32 +222,49 @@ def test_bad_base_names_the_file_and_what_is_wrong(tmp_path, files, message):
         util.load_config(tmp_path / "c.yaml")
 
 
-FAST_LOGS = Path(__file__).resolve().parents[1] / "pretrained" / "aasce_cpu_fast_logs"
+def test_shipped_configs_base_only_on_shipped_configs():
+    """A config in config/ builds on another config in config/, never on a run record's recipe."""
+    folder = Path(__file__).resolve().parents[1] / "config"
+    for path in sorted(folder.glob("*.yaml")):
+        base = yaml.safe_load(path.read_text()).get("BASE")
+        assert base is None or (folder / base).resolve().parent == folder, path.name
+
+
+RECORDS = Path(__file__).resolve().parents[1] / "experiments"
+TWO_HOUR = RECORDS / "two_hour"
 # every committed seed of the 48-epoch recipe at 3x (fast48_sN/), found, not listed
-TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in FAST_LOGS.glob("fast48_s*"))
-# every committed seed of the 2-hour recipe at 6x, the recipe since 2026-12-05 (fast48_clr6_sN/)
-CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in FAST_LOGS.glob("fast48_clr6_s*"))
+TWO_HOUR_SEEDS = sorted(path.name.removeprefix("fast48_s") for path in TWO_HOUR.glob("fast48_s*"))
+# every committed seed of the 2-hour recipe at 6x (fast48_clr6_sN/)
+CLICK_LR6_SEEDS = sorted(path.name.removeprefix("fast48_clr6_s") for path in TWO_HOUR.glob("fast48_clr6_s*"))
+# the recipes of probes and superseded runs live in their run records; they must still load
+RECORD_RECIPES = sorted(str(p.relative_to(RECORDS.parent)) for p in RECORDS.rglob("recipe*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECORD_RECIPES)
+def test_recipes_kept_in_run_records_are_valid(path):
+    config = util.load_config(path)
+    assert config.Dataset.num_keypoint == 68
 
 
 @pytest.mark.parametrize("recipe, overrides, trained_with", [
     ("config/aasce_cpu_clicks3.yaml", [], "pretrained/aasce_cpu.pth"),
-    ("config/aasce_cpu_fast.yaml", [], "pretrained/ablation_logs/s0_full/config.yaml"),
-    ("config/aasce_cpu_fast.yaml", ["Morph.use=false"], "pretrained/ablation_logs/s0_no_morph/config.yaml"),
-    ("config/aasce_cpu_fast.yaml", ["Model.use_gating=false"], "pretrained/ablation_logs/s0_no_gating/config.yaml"),
-    ("config/aasce_cpu_fast.yaml", ["Model.prev_heatmap=none"], "pretrained/ablation_logs/s0_no_prev/config.yaml"),
-    ("config/aasce_cpu_stage5_probe.yaml", [], "pretrained/aasce_cpu_logs/probe_stage5_config.yaml"),
-    ("config/aasce_cpu_hires_probe.yaml", [], "pretrained/aasce_cpu_logs/probe_hires_config.yaml"),
-    *[("config/aasce_cpu_fast48.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
-       f"pretrained/aasce_cpu_fast_logs/fast48_s{seed}/config.yaml") for seed in TWO_HOUR_SEEDS],
+    ("config/aasce_cpu_fast.yaml", [], "experiments/ablation/s0_full/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Morph.use=false"], "experiments/ablation/s0_no_morph/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Model.use_gating=false"], "experiments/ablation/s0_no_gating/config.yaml"),
+    ("config/aasce_cpu_fast.yaml", ["Model.prev_heatmap=none"], "experiments/ablation/s0_no_prev/config.yaml"),
+    ("experiments/aasce_cpu_stage5_probe/recipe.yaml", [], "experiments/aasce_cpu_stage5_probe/config.yaml"),
+    ("experiments/aasce_cpu_hires_probe/recipe.yaml", [], "experiments/aasce_cpu_hires_probe/config.yaml"),
+    *[("experiments/two_hour/recipe_fast48.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
+       f"experiments/two_hour/fast48_s{seed}/config.yaml") for seed in TWO_HOUR_SEEDS],
     *[("config/aasce_cpu_2h.yaml", [f"Train.seed={seed}"] if seed != "0" else [],
-       f"pretrained/aasce_cpu_fast_logs/fast48_clr6_s{seed}/config.yaml") for seed in CLICK_LR6_SEEDS],
-    ("config/aasce_cpu_2h.yaml", [], "pretrained/aasce_cpu_fast_logs/aasce_cpu_2h/config.yaml"),
-    ("config/aasce_cpu_2h_w18.yaml", [], "pretrained/aasce_cpu_fast_logs/aasce_cpu_2h_w18/config.yaml"),
+       f"experiments/two_hour/fast48_clr6_s{seed}/config.yaml") for seed in CLICK_LR6_SEEDS],
+    ("config/aasce_cpu_2h.yaml", [], "experiments/two_hour/aasce_cpu_2h/config.yaml"),
+    ("experiments/two_hour/aasce_cpu_2h_w18/recipe.yaml", [], "experiments/two_hour/aasce_cpu_2h_w18/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.epoch=48", "Train.patience=48", "Train.val_every=4"],
-     "pretrained/aasce_cpu_fast_logs/fast48_s0/config.yaml"),
+     "experiments/two_hour/fast48_s0/config.yaml"),
     ("config/aasce_cpu_fast.yaml", ["Train.ema_decay=0.998", "Train.val_every=4",
                                     "Dataset.train_vertebra_order=fix_rotated"],
-     "pretrained/aasce_cpu_fast_logs/probe_ema_fixrot_config.yaml"),
+     "experiments/fast_probe_ema_fixrot/config.yaml"),
 ])
 def test_recipe_configs_give_the_config_their_committed_runs_trained_with(recipe, overrides, trained_with):
     """The recipes list only what they change against their BASE; resolved, they must still be exactly

@@ -1,4 +1,4 @@
-"""misc/evaluation.py, the path test.py takes to results.json: MRE and NoC in original pixels on a hand-made
+"""engine/evaluation.py, the path test.py takes to results.json: MRE and NoC in original pixels on a hand-made
 case (expected values computed by hand below), and the committed model's clicks helping on synthetic X-rays
 through the same evaluate() as test.py. Needs no ../shared."""
 from __future__ import annotations

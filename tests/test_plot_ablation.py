@@ -13,7 +13,7 @@ from engine.report import paired_difference_table, parse_per_image_csv
 from tools import plot_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
-LOGS = ROOT / "pretrained" / "ablation_logs"
+LOGS = ROOT / "experiments" / "ablation"
 FIGURE = ROOT / "docs" / "ablation_differences.png"
 
 

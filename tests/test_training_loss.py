@@ -1,4 +1,4 @@
-"""misc/training.py compute_loss: the morphology term reaches the loss with the configured weights
+"""engine/training.py compute_loss: the morphology term reaches the loss with the configured weights
 (distance and angle weights deliberately different here; every shipped config uses 0.01 for both).
 Expected values derived by hand in the test."""
 from __future__ import annotations

@@ -10,7 +10,7 @@
 #   no_prev     --set Model.prev_heatmap=none      without the previous-heatmap input
 # Runs: save/ablation_s<seed>_<variant> and save/ablation_s<seed>_<variant>.pth; evaluations:
 # results/ablation/s<seed>_<variant>/; the small text files of both (training log, metrics, config, results)
-# are copied to pretrained/ablation_logs/s<seed>_<variant>/ to be committed, and the README's figure
+# are copied to experiments/ablation/s<seed>_<variant>/ to be committed, and the README's figure
 # docs/ablation_differences.png is redrawn from them (tools/plot_ablation.py). Each variant takes as long as
 # the fast recipe; run it again after an interruption and it resumes (finished trainings and evaluations
 # are skipped).
@@ -60,7 +60,7 @@ for variant in "${variants[@]}"; do
   if [ ! -f "$out/results.json" ] || [ ! -f "$out/per_image.csv" ]; then
     "$PY" test.py --checkpoint "save/$run.pth" --data "$AASCE_DATA" --split test --out "$out" --no-progress
   fi
-  logs="pretrained/ablation_logs/s${seed}_${variant}"
+  logs="experiments/ablation/s${seed}_${variant}"
   mkdir -p "$logs"
   cp "save/$run/log.txt" "save/$run/metrics.jsonl" "save/$run/config.yaml" "$out/results.json" "$out/results.md" "$out/per_image.csv" "$logs/"
   evaluated+=("$variant=$out")

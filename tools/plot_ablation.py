@@ -1,6 +1,6 @@
 """Draw the ablation as paired differences, one panel per variant, one colour per training seed.
 
-    python tools/plot_ablation.py                      # pretrained/ablation_logs -> docs/ablation_differences.png
+    python tools/plot_ablation.py                      # experiments/ablation -> docs/ablation_differences.png
     python tools/plot_ablation.py --logs results/ablation --out ablation.png
 
 Reads every run folder named s<seed>_<variant> (as tools/ablation.sh names them) that holds a
@@ -61,7 +61,7 @@ def read_runs(logs: Path, clicks: int) -> dict[tuple[int, str], dict]:
 @report_bad_input
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--logs", type=Path, default=Path("pretrained/ablation_logs"),
+    parser.add_argument("--logs", type=Path, default=Path("experiments/ablation"),
                         help="folder of s<seed>_<variant> run folders (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("docs/ablation_differences.png"),
                         help="PNG to write (default: %(default)s)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce pretrained/aasce_cpu.pth: the four training stages of README "Results", then the export
+# Reproduce pretrained/aasce_cpu.pth: the four training stages of README "Training"; history in docs/experiments.md, then the export
 # (preprocessing the AASCE data first if needed, as test.sh does).
 #   bash tools/train_aasce_cpu.sh [train.py options for every stage, e.g. --threads 2]
 # Each stage is resumable: run the script again after an interruption and it continues where it stopped

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The fast CPU recipe (issue 14): one stage from scratch (config/aasce_cpu_fast.yaml, or the config in
-# $CONFIG), about 1 h 45 min with --threads 2 on an otherwise idle 2-core machine (README "Training cost"),
+# $CONFIG), about 1 h 45 min with --threads 2 on an otherwise idle 2-core machine (bench/README.md "Training cost"),
 # preprocessing the AASCE data first if needed, as test.sh does.
 #   bash tools/train_aasce_cpu_fast.sh [train.py options, e.g. --threads 2]
 #   RUN=fast_nomorph bash tools/train_aasce_cpu_fast.sh --threads 2 --set Morph.use=false   # an ablation
 #   CONFIG=config/aasce_cpu_2h.yaml RUN=aasce_cpu_2h bash tools/train_aasce_cpu_fast.sh --threads 2
-#                                        # the 2-hour recipe: 48 epochs, click pathway at 6x (README)
+#                                        # the 2-hour recipe: 48 epochs, click pathway at 6x (README "Training")
 # The run goes to save/$RUN (RUN=aasce_cpu_fast by default); its best checkpoint is exported to
 # save/$RUN.pth (weights and config, as pretrained/). Resumable: run it again after an interruption and it
 # continues where it stopped.

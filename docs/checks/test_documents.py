@@ -1,17 +1,15 @@
-"""The published numbers (README.md, docs/experiments.md) are the committed logs' numbers; the committed model
-gives them.
+"""The documents quote the run records: every number of README.md, pretrained/README.md and docs/ that comes
+from a run is recomputed here from its record in experiments/, so a retrained run whose records are committed
+without the documents (or the reverse) fails. Run with `bash docs/checks/run.sh` (not part of tests/, which
+holds the behaviour tests; the committed weights' re-evaluation is tests/test_committed_model.py).
 
-Every ablation row names its command (`--only VARIANT`, `--seed N`); its cells must be what
-tools/compare_runs.py makes of that run's results.json in pretrained/ablation_logs/, and every run there must
-have its row; its per_image.csv must average to that results.json, and the tables of per-image differences
-(to the full method per seed, and seed to seed) must be what `compare_runs.py --paired-to` makes of those
-files. The fast recipe's validation table, checkpoint metrics and logged epoch times are recomputed from
-the same folder, so a retrained run whose logs are committed without the README (or the reverse) fails.
+Every ablation row names its run; its cells must be what tools/compare_runs.py makes of that run's
+results.json in experiments/ablation/, and every run there must have its row; its per_image.csv must average
+to that results.json, and the tables of per-image differences (to the full method per seed, and seed to seed)
+must be what `compare_runs.py --paired-to` makes of those files.
 
-pretrained/aasce_cpu_logs/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed
-with the model: README "Results" and the ablation's "for scale" row must quote it, and with ../shared/aasce
-present the committed weights are re-evaluated on the real test split (2 min 22 s on the idle 2-core
-machine) and must give it, image by image as in test_per_image.csv (its per_image.csv).
+experiments/aasce_cpu/test_results.json is results/aasce_cpu/results.json of `bash test.sh`, committed with
+the model: the README's Results, the model card and the history's tables must quote it.
 """
 from __future__ import annotations
 
@@ -24,19 +22,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import AASCE, require
+from conftest import AASCE, require  # docs/checks/conftest.py: tests/conftest.py's helpers
 from engine.report import comparison_table, paired_difference_table, parse_per_image_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 EXPERIMENTS = (ROOT / "docs" / "experiments.md").read_text()
-# the published text: the README and the experiments it points to, in that order
-PUBLISHED = README + "\n\n" + EXPERIMENTS
-LOGS = ROOT / "pretrained" / "ablation_logs"
+USAGE = (ROOT / "docs" / "usage.md").read_text()
+MODEL_CARD = (ROOT / "pretrained" / "README.md").read_text()
+# the published text: the README and the documents it points to, in that order
+PUBLISHED = README + "\n\n" + EXPERIMENTS + "\n\n" + USAGE
+RECORDS = ROOT / "experiments"  # the run records, one folder per run
+LOGS = RECORDS / "ablation"
 FAST_RUN = LOGS / "s0_full"
 CHECKPOINT = "pretrained/aasce_cpu.pth"
-MODEL_LOGS = ROOT / "pretrained" / "aasce_cpu_logs"
-FAST_LOGS = ROOT / "pretrained" / "aasce_cpu_fast_logs"
+MODEL_LOGS = RECORDS / "aasce_cpu"
+TWO_HOUR = RECORDS / "two_hour"
 COMMITTED_EVALUATION = MODEL_LOGS / "test_results.json"
 COMMITTED_PER_IMAGE = MODEL_LOGS / "test_per_image.csv"
 ROTATED_TEST_IMAGE = "sunhl-1th-12-Jan-2017-262 A AP"  # the test split's one label listing T1 last
@@ -266,7 +267,7 @@ def test_second_seed_numbers_are_the_logged_ones():
     quotes it; every seed-1 run's logged epoch time as the ablation section quotes it."""
     best = _checkpoint_metric(_epochs(LOGS / "s1_full" / "metrics.jsonl"))
     recipe = _flat_section("The fast recipe steers with clicks", "\n\n")
-    assert f"`pretrained/ablation_logs/s1_full/`) it reached checkpoint metric {best:.2f}," in recipe
+    assert f"`experiments/ablation/s1_full/`) it reached checkpoint metric {best:.2f}," in recipe
     ablation = _flat_section("Validation checkpoint metric (model revision after 0..3 clicks, 127 images)", "\n\n")
     logged = ablation.split("Epochs logged: ", 1)[1]
     for run in (run for run in _committed_runs() if run.startswith("s1_")):
@@ -278,7 +279,7 @@ def _two_decimals(values) -> str:
     return " | ".join(f"{value:.2f}" for value in values)
 
 
-def test_readme_results_section_quotes_the_committed_evaluation():
+def test_run_history_quotes_the_committed_evaluation():
     results = _committed_evaluation()
     model, manual = results["model"]["sargmax_mm_MRE"], results["manual"]["sargmax_mm_MRE"]
     hard_model, hard_manual = results["model"]["hargmax_mm_MRE"], results["manual"]["hargmax_mm_MRE"]
@@ -297,59 +298,15 @@ def test_readme_results_section_quotes_the_committed_evaluation():
                         + " (" + " / ".join(str(entry["not_reached"]) for entry in noc) + " images never get there)")
         expected.append(f"- {revision} revision: " + ", ".join(f"{value:.2f}" for value in
                                                               results[revision]["cobb_SMAPE"][:6]))
-    section = _flat_section("## Results", "**What made the clicks steer.**")
+    section = _flat_section("**Status: the CPU reference model", "**What made the clicks steer.**")
     for line in expected:
-        assert line in section, f"README Results does not say: {line}"
-
-
-def test_readme_summaries_of_moved_experiments_quote_the_experiments_file():
-    """The README's short versions of what docs/experiments.md details ("What made the clicks steer", "Levers
-    measured and not adopted") quote only numbers that the experiments file states, so they cannot drift
-    from the numbers the tests above check."""
-    quoted = [number for start, end in (("**What made the clicks steer.**", "**What differs from the paper"),
-                                         ("**Levers measured and not adopted**", "**Ablation switches**"))
-              for number in re.findall(r"\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?", README.split(start, 1)[1].split(end, 1)[0])]
-    assert len(quoted) >= 15
-    flat = " ".join(EXPERIMENTS.split())
-    missing = [number for number in quoted if number not in flat]
-    assert not missing, f"README summaries quote numbers that docs/experiments.md does not state: {missing}"
+        assert line in section, f"docs/experiments.md (run history) does not say: {line}"
 
 
 def test_readme_ablation_scale_row_is_the_committed_evaluation():
     rows = _first_table_after("**The ablation**")
     row = next(row for row in rows if row[0].startswith("for scale: the committed model"))
     assert row[1:] == _comparison_row(_committed_evaluation())[1]
-
-
-def test_committed_model_reproduces_its_published_evaluation(real_data, tmp_path):
-    """`bash test.sh` on the real data gives the committed numbers (to 0.01 px / 0.01 %)."""
-    import test as test_script
-
-    out = tmp_path / "out"
-    code = test_script.main(["--checkpoint", str(ROOT / CHECKPOINT), "--data", str(real_data),
-                             "--out", str(out), "--no-progress", "--device", "cpu"])
-    assert code == 0
-    got, want = json.loads((out / "results.json").read_text()), _committed_evaluation()
-    assert got["num_images"] == want["num_images"] and got["max_clicks"] == want["max_clicks"]
-    for revision in ("model", "manual"):
-        for metric in ("sargmax_mm_MRE", "hargmax_mm_MRE", "cobb_SMAPE"):
-            np.testing.assert_allclose(got[revision][metric], want[revision][metric], atol=0.01,
-                                       err_msg=f"{revision} {metric}")
-    for threshold, entry in want["noc"].items():
-        for revision in ("model", "manual"):
-            assert got["noc"][threshold][revision]["not_reached"] == entry[revision]["not_reached"]
-            assert got["noc"][threshold][revision]["mean_clicks"] == pytest.approx(entry[revision]["mean_clicks"],
-                                                                                   abs=0.02)
-    got_images = parse_per_image_csv((out / "per_image.csv").read_text())
-    want_images = parse_per_image_csv(COMMITTED_PER_IMAGE.read_text(), COMMITTED_PER_IMAGE.name)
-    assert got_images["images"] == want_images["images"]
-    np.testing.assert_allclose(got_images["mre"], want_images["mre"], atol=0.01)
-    # the image README names as the test split's rotated label is the only one out of top-to-bottom order
-    from dataset.vertebra_order import is_top_to_bottom, topmost_listed_last
-    labels = {Path(entry["image"]).stem: np.asarray(entry["label"], dtype=float)
-              for entry in json.loads((real_data / "test.json").read_text())}
-    assert [name for name, label in labels.items() if not is_top_to_bottom(label)] == [ROTATED_TEST_IMAGE]
-    assert topmost_listed_last(labels[ROTATED_TEST_IMAGE])
 
 
 def test_rotated_test_label_share_is_the_committed_per_image_table():
@@ -374,12 +331,12 @@ def test_rotated_test_label_share_is_the_committed_per_image_table():
 
 def test_fifth_stage_probe_numbers_are_its_committed_logs():
     """docs/experiments.md "A fifth stage": the validation metrics, epoch time and validation table of the probe."""
-    epochs = _epochs(MODEL_LOGS / "probe_stage5_metrics.jsonl")
+    epochs = _epochs(RECORDS / "aasce_cpu_stage5_probe" / "metrics.jsonl")
     section = _flat_section("**A fifth stage**", "| clicks |")
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in epochs if "val/metric" in epoch)
     assert f"Validation metric {metrics} after epochs 2, 4, ..., {len(epochs)}" in section
     assert f"{len(epochs)} epochs, {_logged_seconds(epochs):.0f} s of epochs logged" in section
-    results = _evaluation(MODEL_LOGS / "probe_stage5_val_results.json", "save/aasce_cpu_clicks4.pth", "val", 127)
+    results = _evaluation(RECORDS / "aasce_cpu_stage5_probe" / "val_results.json", "save/aasce_cpu_clicks4.pth", "val", 127)
     rows = {row[0]: row[1:] for row in _first_table_after("**A fifth stage**")}
     assert rows["model revision MRE, fifth stage (best, epoch 2)"] == _row(results["model"]["sargmax_mm_MRE"])
     assert rows["Cobb SMAPE (%), fifth stage"] == _row(results["model"]["cobb_SMAPE"])
@@ -389,10 +346,10 @@ def test_hires_stage_probe_numbers_are_its_committed_logs():
     """docs/experiments.md "A final stage at 512x256": the unchanged model's evaluation at 512x256, then the probe's
     validation metrics, 0-click errors and epoch time."""
     section = _flat_section("**A final stage at 512x256**", "## The ablation, image by image")
-    before = _evaluation(MODEL_LOGS / "probe_hires_epoch0_val_results.json", CHECKPOINT, "val", 127)
+    before = _evaluation(RECORDS / "aasce_cpu_hires_probe" / "epoch0_val_results.json", CHECKPOINT, "val", 127)
     assert (f"validation metric {np.mean(before['model']['hargmax_mm_MRE'][:4]):.2f} "
             f"({before['model']['sargmax_mm_MRE'][0]:.2f} px at 0 clicks;") in section
-    epochs = _epochs(MODEL_LOGS / "probe_hires_metrics.jsonl")
+    epochs = _epochs(RECORDS / "aasce_cpu_hires_probe" / "metrics.jsonl")
     validated = [epoch for epoch in epochs if "val/metric" in epoch]
     assert [epoch["epoch"] for epoch in validated] == list(range(2, len(epochs) + 1, 2))
     metrics = ", ".join(f"{epoch['val/metric']:.2f}" for epoch in validated)
@@ -404,9 +361,9 @@ def test_hires_stage_probe_numbers_are_its_committed_logs():
 
 def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     """docs/experiments.md "Two switches on the fast recipe": metrics, epoch time and validation table of the probe."""
-    epochs = _epochs(FAST_LOGS / "probe_ema_fixrot_metrics.jsonl")
-    averaged = _evaluation(FAST_LOGS / "probe_ema_fixrot_val_results.json", "save/fast_v3.pth", "val", 127)
-    plain = _evaluation(FAST_LOGS / "probe_ema_fixrot_raw_val_results.json", "save/fast_v3_raw.pth", "val", 127)
+    epochs = _epochs(RECORDS / "fast_probe_ema_fixrot" / "metrics.jsonl")
+    averaged = _evaluation(RECORDS / "fast_probe_ema_fixrot" / "val_results.json", "save/fast_v3.pth", "val", 127)
+    plain = _evaluation(RECORDS / "fast_probe_ema_fixrot" / "raw_val_results.json", "save/fast_v3_raw.pth", "val", 127)
     last = epochs[-1]
     assert last["val/metric"] == _checkpoint_metric(epochs)
     # the logged checkpoint metric is the averaged network's evaluation (model revision, hard argmax, 0..3 clicks)
@@ -422,13 +379,13 @@ def test_fast_recipe_switches_probe_numbers_are_its_committed_logs():
     for label, results in (("model revision, repaired labels + weight average (best.pth)", averaged),
                            ("model revision, repaired labels (last.pth)", plain)):
         assert rows[label] == _row(results["model"]["sargmax_mm_MRE"]), label
-    probe = _epochs(FAST_LOGS / "probe_fixrot_metrics.jsonl")  # "its losses repeat the 11-epoch probe's"
+    probe = _epochs(RECORDS / "fast_probe_fixrot" / "metrics.jsonl")  # "its losses repeat the 11-epoch probe's"
     assert [epoch["train/loss"] for epoch in epochs[:len(probe)]] == [epoch["train/loss"] for epoch in probe]
     full = _evaluation(FAST_RUN / "val_results.json", "save/ablation_s0_full.pth", "val", 127)
     assert rows["model revision, `full` run (neither)"] == _row(full["model"]["sargmax_mm_MRE"])
 
 
-TWO_HOUR_RUNS = sorted(path for path in FAST_LOGS.iterdir() if path.name.startswith("fast48_s"))
+TWO_HOUR_RUNS = sorted(path for path in TWO_HOUR.iterdir() if path.name.startswith("fast48_s"))
 
 
 def _mean_seconds(epochs: list[dict], validated: bool) -> float:
@@ -453,9 +410,9 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
     """README "The 2-hour recipe": per committed seed its time, checkpoint metric, validation rows and test row;
     the means over the seeds; the time estimate at the 40-epoch run's epoch times; the comparison rows of the
     test table."""
-    assert (FAST_LOGS / "fast48_s0" / "val_results.json").is_file(), "the 2-hour recipe's seed-0 evaluations"
+    assert (TWO_HOUR / "fast48_s0" / "val_results.json").is_file(), "the 2-hour recipe's seed-0 evaluations"
     section = _flat_section("**The 2-hour recipe**", "How the recipe was found")
-    seed_header, *seed_rows = _tables_after("`pretrained/aasce_cpu_fast_logs/fast48_sN/`")[0]
+    seed_header, *seed_rows = _tables_after("`experiments/two_hour/fast48_sN/`")[0]
     seed_rows = {row[0]: row[1:] for row in seed_rows}
     assert seed_header[1:5] == ["training time", "seconds an epoch", "checkpoint metric", "at epoch"]
     assert sorted(seed_rows) == sorted(run.name.removeprefix("fast48_s") for run in TWO_HOUR_RUNS)
@@ -558,9 +515,9 @@ def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
     seeds = [_validations(run) for run in TWO_HOUR_RUNS]
     at_checkpoint = [_checkpoint_epoch(_epochs(run / "metrics.jsonl"))["val/click_gain"] for run in TWO_HOUR_RUNS]
     assert f"at the checkpoint {', '.join(f'{gain:.2f}' for gain in at_checkpoint)} px" in section
-    probes = [_validations(FAST_LOGS / f"probe_clr1_s{seed}") for seed in (0, 1)]
+    probes = [_validations(TWO_HOUR / f"probe_clr1_s{seed}") for seed in (0, 1)]
     for seed in (0, 1):
-        config = (FAST_LOGS / f"probe_clr1_s{seed}" / "config.yaml").read_text()
+        config = (TWO_HOUR / f"probe_clr1_s{seed}" / "config.yaml").read_text()
         assert f"seed: {seed}\n" in config and "click_lr_mult: 1.0\n" in config and "ema_decay: 0.998\n" in config
     assert (f"click gain +{probes[0][12]['val/click_gain']:.2f} and +{probes[1][12]['val/click_gain']:.2f} px after "
             f"epoch 12 (the four seeds of the 2-hour recipe: {_span([s[12]['val/click_gain'] for s in seeds])})"
@@ -569,18 +526,18 @@ def test_click_pathway_lr_probe_numbers_are_its_committed_logs():
             f"{_span([s[16]['val/click_gain'] for s in seeds])}), validation metric "
             f"{probes[0][16]['val/metric']:.2f} ({min(s[16]['val/metric'] for s in seeds):.2f}-"
             f"{max(s[16]['val/metric'] for s in seeds):.2f})") in section
-    stopped = [len(_epochs(FAST_LOGS / f"probe_clr1_s{seed}" / "metrics.jsonl")) for seed in (0, 1)]
+    stopped = [len(_epochs(TWO_HOUR / f"probe_clr1_s{seed}" / "metrics.jsonl")) for seed in (0, 1)]
     assert f"(epochs {stopped[0]} and {stopped[1]})" in section
 
 
-CLICK_LR6_RUNS = sorted(path for path in FAST_LOGS.iterdir() if path.name.startswith("fast48_clr6_s"))
+CLICK_LR6_RUNS = sorted(path for path in TWO_HOUR.iterdir() if path.name.startswith("fast48_clr6_s"))
 
 
 def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
     """docs/experiments.md: the 2-hour recipe with Optimizer.click_lr_mult 6.0 — per seed its checkpoint metric,
     epoch and click gain beside the 2-hour recipe's same seed, the means, and its validation rows."""
     assert CLICK_LR6_RUNS, "the click_lr_mult 6.0 runs' logs"
-    header, *rows = _tables_after("`pretrained/aasce_cpu_fast_logs/fast48_clr6_sN/`")[0]
+    header, *rows = _tables_after("`experiments/two_hour/fast48_clr6_sN/`")[0]
     assert header == ["seed", "checkpoint metric", "at epoch", "click gain there",
                       "2-hour recipe, same seed", "its click gain"]
     rows = {row[0]: row[1:] for row in rows}
@@ -593,7 +550,7 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
         config = (run / "config.yaml").read_text()
         assert f"seed: {seed}\n" in config and "click_lr_mult: 6.0\n" in config and "epoch: 48\n" in config
         assert len(_epochs(run / "metrics.jsonl")) == 48, run.name
-        validations, base_validations = _validations(run), _validations(FAST_LOGS / f"fast48_s{seed}")
+        validations, base_validations = _validations(run), _validations(TWO_HOUR / f"fast48_s{seed}")
         best, base = _checkpoint_epoch(list(validations.values())), _checkpoint_epoch(list(base_validations.values()))
         assert rows[seed] == [f"{best['val/metric']:.2f}", str(best["epoch"]), f"{best['val/click_gain']:.2f}",
                               f"{base['val/metric']:.2f}", f"{base['val/click_gain']:.2f}"], run.name
@@ -602,7 +559,7 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
         val = _evaluation(run / "val_results.json", f"save/fast48_clr6_s{seed}.pth", "val", 127)
         row = next(cells for name, cells in validation.items() if name.startswith(f"click pathway at 6x, seed {seed}"))
         assert row == _row(val["model"]["sargmax_mm_MRE"]), run.name
-        base_val = _evaluation(FAST_LOGS / f"fast48_s{seed}" / "val_results.json", f"save/fast48_s{seed}.pth", "val", 127)
+        base_val = _evaluation(TWO_HOUR / f"fast48_s{seed}" / "val_results.json", f"save/fast48_s{seed}.pth", "val", 127)
         assert validation[f"2-hour recipe (3x), seed {seed}"] == _row(base_val["model"]["sargmax_mm_MRE"])
         gains_at_12.append((validations[12]["val/click_gain"], base_validations[12]["val/click_gain"]))
         # the checkpoint's re-evaluation gives the logged checkpoint metric
@@ -621,8 +578,8 @@ def test_click_pathway_at_six_times_the_rate_numbers_are_its_committed_logs():
     assert f"{', '.join(seconds)} s of epochs logged for seeds 0-{len(metrics) - 1}" in section
 
 
-ENSEMBLE_SEEDS = FAST_LOGS / "ensemble_seeds0-3"  # the four 48-epoch seeds at 3x averaged (test.py --ensemble)
-ENSEMBLE_WITH_COMMITTED = FAST_LOGS / "ensemble_committed_seeds0-3"  # the committed model and those four
+ENSEMBLE_SEEDS = TWO_HOUR / "ensemble_seeds0-3"  # the four 48-epoch seeds at 3x averaged (test.py --ensemble)
+ENSEMBLE_WITH_COMMITTED = TWO_HOUR / "ensemble_committed_seeds0-3"  # the committed model and those four
 COMMITTED_VAL = MODEL_LOGS / "val_results.json"  # the committed model on the validation split
 
 
@@ -667,8 +624,8 @@ def test_non_small_w18_numbers_are_its_committed_logs():
     """docs/experiments.md "The non-small HRNet-W18": its and the small network's validation metrics per
     validated epoch, epoch times, click gains, the gap at the checkpoint and the validation rows; README's
     one-line summary."""
-    wide, small = (_epochs(FAST_LOGS / name / "metrics.jsonl") for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
-    wide_val, small_val = (_validations(FAST_LOGS / name) for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
+    wide, small = (_epochs(TWO_HOUR / name / "metrics.jsonl") for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
+    wide_val, small_val = (_validations(TWO_HOUR / name) for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h"))
     section = _flat_section("**The non-small HRNet-W18**", "**A seed ensemble**")
     header, *rows = _tables_after("**The non-small HRNet-W18**")[0]
     assert header[1:] == [str(epoch) for epoch in wide_val]
@@ -684,7 +641,7 @@ def test_non_small_w18_numbers_are_its_committed_logs():
             f"48") in section
     metric, small_metric = _checkpoint_metric(wide), _checkpoint_metric(small)
     assert f"ended {metric - small_metric:.2f} px behind the small one" in section
-    results = {name: _evaluation(FAST_LOGS / name / "val_results.json", f"save/{name}.pth", "val", 127)["model"]
+    results = {name: _evaluation(TWO_HOUR / name / "val_results.json", f"save/{name}.pth", "val", 127)["model"]
                for name in ("aasce_cpu_2h_w18", "aasce_cpu_2h")}
     committed = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]
     header, *rows = _tables_after("--checkpoint save/aasce_cpu_2h_w18.pth")[0]
@@ -701,7 +658,7 @@ def test_non_small_w18_numbers_are_its_committed_logs():
 
 def test_committed_model_validation_numbers_are_its_committed_evaluation():
     """README, stage 4: the committed model's validation MRE after 0..5 clicks and Cobb SMAPE at 0 clicks are
-    pretrained/aasce_cpu_logs/val_results.json (test.py on the validation split)."""
+    experiments/aasce_cpu/val_results.json (test.py on the validation split)."""
     model = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]
     section = _flat_section("Stage 4 was added on 2026-12-03", "```bash")
     assert f"to {', '.join(_row(model['sargmax_mm_MRE']))} and Cobb SMAPE at 0 clicks" in section
@@ -748,7 +705,7 @@ def test_two_hour_recipe_at_six_times_the_rate_test_numbers_are_its_committed_ev
 def test_two_hour_recipe_timing_run_numbers_are_its_committed_log_and_evaluations():
     """README "The 2-hour recipe": the command timed as one run alone at two threads (two invocations, resumed):
     its epoch times and total, checkpoint metric, validation row and test row, and the status line's summary."""
-    run = FAST_LOGS / "aasce_cpu_2h"
+    run = TWO_HOUR / "aasce_cpu_2h"
     epochs = _epochs(run / "metrics.jsonl")
     assert [epoch["epoch"] for epoch in epochs] == list(range(1, 49)), "one complete 48-epoch run"
     plain, validated = _quiet_epoch_seconds(epochs)  # epochs 1-3 ran beside the test suite
@@ -769,7 +726,7 @@ def test_two_hour_recipe_timing_run_numbers_are_its_committed_log_and_evaluation
     assert (f"clicks gives {', '.join(_row(val['sargmax_mm_MRE']))} (the committed model "
             f"{', '.join(_row(committed_val['sargmax_mm_MRE']))}) and Cobb SMAPE {val['cobb_SMAPE'][0]:.2f} % at 0 "
             f"clicks ({committed_val['cobb_SMAPE'][0]:.2f} %)") in section
-    seed0 = _checkpoint_metric(_epochs(FAST_LOGS / "fast48_clr6_s0" / "metrics.jsonl"))
+    seed0 = _checkpoint_metric(_epochs(TWO_HOUR / "fast48_clr6_s0" / "metrics.jsonl"))
     assert f"end {abs(seed0 - metric):.2f} px apart on the checkpoint metric ({metric:.2f} and {seed0:.2f})" in section
     header, *rows = _tables_after("evaluated once after the choice of 6x")[0]
     test = _evaluation(run / "results.json", "save/aasce_cpu_2h.pth", "test", 64)
@@ -784,3 +741,118 @@ def test_two_hour_recipe_timing_run_numbers_are_its_committed_log_and_evaluation
             f"{model['sargmax_mm_MRE'][0]:.2f} px at 0 clicks, {model['sargmax_mm_MRE'][5]:.2f} px after 5, Cobb "
             f"SMAPE {model['cobb_SMAPE'][0]:.2f} %: within {mre_gap:.2f} px and {cobb_gap:.2f} points of the "
             f"four-stage model's") in status
+
+
+# ---- the README and the model card (the user's documents) ------------------------------------------------
+
+def _readme_section(start: str, end: str) -> str:
+    """README text between `start` and the next `end`, whitespace runs collapsed."""
+    assert start in README, f"README has no '{start}'"
+    return " ".join(README.split(start, 1)[1].split(end, 1)[0].split())
+
+
+def _readme_rows(start: str, end: str) -> dict[str, list[str]]:
+    """{first cell: other cells} of the Markdown table(s) in a README section."""
+    text = README.split(start, 1)[1].split(end, 1)[0]
+    rows = [_cells(line) for line in text.splitlines() if line.startswith("|")]
+    return {row[0]: row[1:] for row in rows if not set("".join(row)) <= set("-")}
+
+
+def _log_header(log: Path) -> tuple[int, int, int]:
+    """(training images, validation images, parameters) from a training log's 'run ...' line."""
+    import re as _re
+    match = _re.search(r"(\d+) train / (\d+) val images, ([\d,]+) parameters", log.read_text())
+    return int(match.group(1)), int(match.group(2)), int(match.group(3).replace(",", ""))
+
+
+def test_readme_results_table_is_the_committed_evaluation_beside_the_papers():
+    from engine.report import PAPER_AASCE
+
+    results = _committed_evaluation()
+    rows = _readme_rows("## Results", "### Ablation")
+    assert rows["model revision (this model)"] == _row(results["model"]["sargmax_mm_MRE"])
+    assert rows["manual revision (this model)"] == _row(results["manual"]["sargmax_mm_MRE"])
+    assert rows["model revision (paper)"] == _row(PAPER_AASCE["model"])
+    assert rows["manual revision (paper)"] == _row(PAPER_AASCE["manual"])
+    section = _readme_section("## Results", "### Ablation")
+    model, manual = results["model"], results["manual"]
+    assert f"After 10 clicks: model {model['sargmax_mm_MRE'][10]:.2f} px, manual {manual['sargmax_mm_MRE'][10]:.2f} px." in section
+    noc = {revision: " / ".join(f"{results['noc'][t][revision]['mean_clicks']:.2f}" for t in ("40", "30", "20"))
+           for revision in ("model", "manual")}
+    assert f"model revision {noc['model']}, manual revision {noc['manual']}." in section
+    for revision in ("model", "manual"):
+        cobb = ", ".join(f"{value:.2f}" for value in results[revision]["cobb_SMAPE"][:6])
+        assert f"{revision} revision {cobb}" in section, revision
+    # "one model click beats five manual ones"
+    assert model["sargmax_mm_MRE"][1] < manual["sargmax_mm_MRE"][5]
+    params = _log_header(MODEL_LOGS / "stage4_clicks3_log.txt")[2]
+    assert f"({params / 1e6:.1f} M parameters instead of 32.9 M)" in section
+
+
+def test_readme_two_hour_recipe_numbers_are_its_record():
+    run = TWO_HOUR / "aasce_cpu_2h"
+    seconds = _logged_seconds(_epochs(run / "metrics.jsonl"))
+    training = _readme_section("## Training", "## Evaluation")
+    assert (f"about {round(seconds / 60, -1):.0f} min of epochs on 2 CPU cores ({seconds:.0f} s logged in "
+            f"`experiments/two_hour/aasce_cpu_2h/metrics.jsonl`)") in training
+    model = _evaluation(run / "results.json", "save/aasce_cpu_2h.pth", "test", 64)["model"]["sargmax_mm_MRE"]
+    results = _readme_section("## Results", "### Ablation")
+    assert f"reaches {model[0]:.2f} px at 0 clicks and {model[5]:.2f} px after 5" in results
+
+
+def test_readme_recipe_time_is_the_histories_stage_wall_times():
+    """README and model card: 'about 5.8 h' is the sum of the stage wall times of the run history's table."""
+    rows = _first_table_after("in four resumable stages")[1:]
+    minutes = sum(int(row[-1].removesuffix(" min")) for row in rows)
+    assert [row[3] for row in rows] == ["21", "14", "28", "20"]
+    for text in (README, MODEL_CARD):
+        assert f"about {minutes / 60:.1f} h on 2 CPU cores" in " ".join(text.split())
+
+
+def test_readme_ablation_table_is_what_its_compare_runs_command_prints(capsys):
+    """The README's one ablation table is the output of the tools/compare_runs.py command it names, over every
+    committed ablation run."""
+    import shlex
+    sys.path.insert(0, str(ROOT / "tools"))
+    import compare_runs
+
+    section = README.split("### Ablation", 1)[1].split("## Annotation tool", 1)[0]
+    command = " ".join(section.split("`python tools/compare_runs.py", 1)[1].split("` prints it", 1)[0].split())
+    args = shlex.split(command)
+    assert sorted(arg.split("=", 1)[0] for arg in args) == _committed_runs()
+    assert all(arg == f"{arg.split('=')[0]}=experiments/ablation/{arg.split('=')[0]}" for arg in args)
+    import os
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert compare_runs.main(args) == 0
+    finally:
+        os.chdir(cwd)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table == printed
+
+
+def test_model_card_quotes_the_weights_and_the_records():
+    import hashlib
+
+    weights = ROOT / CHECKPOINT
+    card = " ".join(MODEL_CARD.split())
+    assert f"sha256: `{hashlib.sha256(weights.read_bytes()).hexdigest()}`" in card
+    assert f"{weights.stat().st_size:,} bytes" in card
+    train, val, params = _log_header(MODEL_LOGS / "stage4_clicks3_log.txt")
+    assert f"{params:,} parameters" in card
+    assert f"makes {train} training and {val} validation images" in card
+    assert f"trained on the {train} training images" in card and f"chosen on the {val} validation images" in card
+    stage4 = _epochs(MODEL_LOGS / "stage4_clicks3_metrics.jsonl")
+    best = _checkpoint_epoch(stage4)
+    assert f"(epoch {best['epoch']}, validation metric {best['val/metric']:.2f} in" in card
+    results = _committed_evaluation()
+    table = [_cells(line) for line in MODEL_CARD.split("**Test results**", 1)[1].splitlines() if line.startswith("|")]
+    rows = {row[0]: row[1:] for row in table}
+    assert rows["model revision"] == _row(results["model"]["sargmax_mm_MRE"])
+    assert rows["manual revision"] == _row(results["manual"]["sargmax_mm_MRE"])
+    cobb = results["model"]["cobb_SMAPE"]
+    assert f"SMAPE at 0 clicks {cobb[0]:.2f} %, after 5 model-revision clicks {cobb[5]:.2f} %" in card
+    val = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]["sargmax_mm_MRE"]
+    assert f"model revision goes from {val[0]:.2f} px to {val[5]:.2f} px after 5 clicks" in card
