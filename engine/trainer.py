@@ -192,6 +192,22 @@ def all_finite(tensors) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(floats)).isfinite().all()
 
 
+def optimizer_step(net, loss: torch.Tensor, optimizer, scaler, grad_clip: float) -> torch.Tensor:
+    """Backward, the L2 norm of all gradients before clipping (logged, so that a clip threshold can be
+    chosen from a run's own gradients), the clip when ``grad_clip`` > 0, and the step; returns the norm
+    as a device tensor (reading it waits for the device)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # the true gradients (a no-op without amp), for the norm and the clip
+    if grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
+    scaler.step(optimizer)
+    scaler.update()
+    return grad_norm
+
+
 def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress,
                     average=None):
     """One pass over the loader. Numbers stay on the device during the epoch; each step waits for it
@@ -210,15 +226,7 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
             break
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             terms = training_step(net, batch, config, morph_pairs, rng, device)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms.total).backward()
-        scaler.unscale_(optimizer)  # the true gradients (a no-op without amp), for the norm and the clip
-        if config.Train.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.Train.grad_clip)
-        else:  # logged so that a clip threshold can be chosen from a run's own gradients
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
-        scaler.step(optimizer)
-        scaler.update()
+        grad_norm = optimizer_step(net, terms.total, optimizer, scaler, config.Train.grad_clip)
         finite = torch.stack([torch.isfinite(terms.total.detach()), all_finite(weights)]).tolist()  # one wait
         if not finite[0]:
             raise TrainingDiverged(f"loss became {terms.total.item()} at epoch {epoch}, batch {index} "
@@ -265,9 +273,12 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     train_set = KeypointDataset(config, "train")
     val_set = KeypointDataset(config, "val")
     sampler = ShardedEpochSampler(len(train_set), config.Train.seed, rank, world)
-    # workers are made anew each epoch (not persistent): they copy the dataset's epoch for augmentation
-    loader_args = {"batch_size": config.Train.batch_size, "collate_fn": collate,
-                   "num_workers": config.MISC.num_workers, "pin_memory": device.type == "cuda"}
+    # workers are made anew each epoch (not persistent): they copy the dataset's epoch for augmentation;
+    # no more of them than cores (the results do not depend on the count)
+    workers = min(config.MISC.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
+    loader_args = {"batch_size": config.Train.batch_size, "collate_fn": collate, "num_workers": workers,
+                   "pin_memory": device.type == "cuda"}
     train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, **loader_args)
     val_loader = torch.utils.data.DataLoader(val_set, **loader_args)
     net = build_model(config).to(device)

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,3 +287,14 @@ def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path, ca
     assert util.config_from_dict(printed, "printed").toDict() == expected.toDict()
     assert printed["Optimizer"]["click_lr_mult"] == 3.0 and printed["Train"]["batch_size"] == 4  # own and BASE's
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["aasce_cpu_fast", "last.pth"]
+
+
+def test_train_sh_without_a_config_trains_the_paper_configuration(capsys):
+    """`bash train.sh` is the official entry point: with no --config it trains config/spineweb_ours.yaml."""
+    env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
+    done = subprocess.run(["bash", "train.sh", "--print-config"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = util.config_from_dict(yaml.safe_load(done.stdout), "printed")
+    assert printed.toDict() == util.load_config("config/spineweb_ours.yaml").toDict()
+    assert printed.Model.width == 32 and list(printed.Dataset.image_size) == [512, 256]
