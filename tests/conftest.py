@@ -68,6 +68,18 @@ def synthetic_dataset(tmp_path_factory):
     return raw, root / "dataset16_512"
 
 
+@pytest.fixture(scope="session")
+def real_aasce_data(tmp_path_factory) -> Path:
+    """../shared/aasce preprocessed once per session (skipped without it); -> the data folder."""
+    import subprocess
+
+    raw = require(AASCE, "the real AASCE splits (labels and images)")
+    target = tmp_path_factory.mktemp("aasce")
+    subprocess.run([sys.executable, str(REPO_ROOT / "data_preprocessing.py"), "--source", str(raw), "--target",
+                    str(target), "--no-progress"], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    return target / "dataset16_512"
+
+
 def tiny_overrides(table_dir, save_dir=None):
     """A network and input small enough to train for a few steps in seconds on a CPU."""
     sets = [f"PATH.DATA.IMAGE={table_dir}/", f"PATH.DATA.TABLE={table_dir}/",

@@ -5,14 +5,11 @@ experiments/aasce_cpu/test_results.json and test_per_image.csv, the results.json
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import AASCE, require
 from engine.report import parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,28 +19,18 @@ COMMITTED_PER_IMAGE = RECORD / "test_per_image.csv"
 ROTATED_TEST_IMAGE = "sunhl-1th-12-Jan-2017-262 A AP"  # the test split's one label listing T1 last
 
 
-@pytest.fixture(scope="module")
-def real_data(tmp_path_factory) -> Path:
-    """../shared/aasce preprocessed once (skipped without it); -> the data folder"""
-    raw = require(AASCE, "the real AASCE splits (labels and images)")
-    target = tmp_path_factory.mktemp("aasce")
-    subprocess.run([sys.executable, str(ROOT / "data_preprocessing.py"), "--source", str(raw), "--target",
-                    str(target), "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return target / "dataset16_512"
-
-
 def _committed_evaluation() -> dict:
     results = json.loads((RECORD / "test_results.json").read_text())
     assert (results["checkpoint"], results["split"], results["num_images"]) == (CHECKPOINT, "test", 64)
     return results
 
 
-def test_committed_model_reproduces_its_published_evaluation(real_data, tmp_path):
+def test_committed_model_reproduces_its_published_evaluation(real_aasce_data, tmp_path):
     """`bash test.sh` on the real data gives the committed numbers (to 0.01 px / 0.01 %), image by image."""
     import test as test_script
 
     out = tmp_path / "out"
-    code = test_script.main(["--checkpoint", str(ROOT / CHECKPOINT), "--data", str(real_data),
+    code = test_script.main(["--checkpoint", str(ROOT / CHECKPOINT), "--data", str(real_aasce_data),
                              "--out", str(out), "--no-progress", "--device", "cpu"])
     assert code == 0
     got, want = json.loads((out / "results.json").read_text()), _committed_evaluation()
@@ -64,6 +51,6 @@ def test_committed_model_reproduces_its_published_evaluation(real_data, tmp_path
     # the image the documents name as the test split's rotated label is the only one out of top-to-bottom order
     from dataset.vertebra_order import is_top_to_bottom, topmost_listed_last
     labels = {Path(entry["image"]).stem: np.asarray(entry["label"], dtype=float)
-              for entry in json.loads((real_data / "test.json").read_text())}
+              for entry in json.loads((real_aasce_data / "test.json").read_text())}
     assert [name for name, label in labels.items() if not is_top_to_bottom(label)] == [ROTATED_TEST_IMAGE]
     assert topmost_listed_last(labels[ROTATED_TEST_IMAGE])

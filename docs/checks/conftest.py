@@ -17,4 +17,5 @@ _spec.loader.exec_module(_tests_conftest)
 AASCE = _tests_conftest.AASCE
 require = _tests_conftest.require
 one_torch_thread = _tests_conftest.one_torch_thread
+real_aasce_data = _tests_conftest.real_aasce_data
 pytest_terminal_summary = _tests_conftest.pytest_terminal_summary

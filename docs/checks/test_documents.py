@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import AASCE, require  # docs/checks/conftest.py: tests/conftest.py's helpers
 from engine.report import comparison_table, paired_difference_table, parse_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,16 +102,6 @@ def _checkpoint_metric(epochs: list[dict]) -> float:
 def _stage3_metric() -> float:
     """The stage-3 model's validation metric, the 2-hour recipe's goal (issue 14)."""
     return _checkpoint_metric(_epochs(MODEL_LOGS / "stage3_clicks2_metrics.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def real_data(tmp_path_factory) -> Path:
-    """../shared/aasce preprocessed once for this module's tests (skipped without it); -> the data folder"""
-    raw = require(AASCE, "the real AASCE splits (labels and images)")
-    target = tmp_path_factory.mktemp("aasce")
-    subprocess.run([sys.executable, str(ROOT / "data_preprocessing.py"), "--source", str(raw), "--target",
-                    str(target), "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return target / "dataset16_512"
 
 
 def _logged_seconds(epochs: list[dict]) -> float:
@@ -467,14 +455,14 @@ def test_two_hour_recipe_numbers_are_its_committed_logs():
         assert row[1:] == _comparison_row(results)[1], label
 
 
-def test_two_hour_seed_spread_split_by_label_order(real_data):
+def test_two_hour_seed_spread_split_by_label_order(real_aasce_data):
     """docs/experiments.md "Where the seeds differ": each seed's validation MRE over 0..3 clicks from its committed
     val_per_image.csv, split into the images whose labels are in top-to-bottom order and the others (order
     read from the real labels), and the final training losses."""
     from dataset.vertebra_order import is_top_to_bottom
 
     in_order = {entry["image"]: is_top_to_bottom(np.asarray(entry["label"], dtype=float))
-                for entry in json.loads((real_data / "val.json").read_text())}
+                for entry in json.loads((real_aasce_data / "val.json").read_text())}
     section = _flat_section("Where the seeds differ:", "**The click pathway's learning rate**")
     means, added, correct, losses = [], [], [], []
     for run in TWO_HOUR_RUNS:
