@@ -1,5 +1,5 @@
-"""Latency of one refinement in the annotation tool, on CPU, for a real-size synthetic X-ray. Target
-(issue 15): at most 150 ms median from mouse release to redrawn points on the 2-core machine when it is
+"""Latency of one refinement in the annotation tool, on CPU, for a real-size synthetic X-ray. Target:
+at most 150 ms median from mouse release to redrawn points on the 2-core machine when it is
 otherwise idle; the load average is printed with the numbers, since other jobs change them several-fold.
 
 Measures, per refinement (a different point fixed each time, all earlier ones kept, as a person works):

@@ -1,4 +1,4 @@
-"""The demo server under hostile input (issue 13, item 5): memory bounded before decoding, deep images
+"""The demo server under hostile input: memory bounded before decoding, deep images
 converted without whole-image float64 copies, few decodes at once, and --host URLs that answer."""
 from __future__ import annotations
 

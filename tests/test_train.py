@@ -11,6 +11,7 @@ import yaml
 
 import train
 import util
+import model
 from engine import trainer
 from conftest import REPO_ROOT, tiny_overrides
 
@@ -298,3 +299,52 @@ def test_train_sh_without_a_config_trains_the_paper_configuration(capsys):
     printed = util.config_from_dict(yaml.safe_load(done.stdout), "printed")
     assert printed.toDict() == util.load_config("config/spineweb_ours.yaml").toDict()
     assert printed.Model.width == 32 and list(printed.Dataset.image_size) == [512, 256]
+
+
+def test_torchrun_with_cuda_asked_but_missing_is_refused_before_any_process_group(monkeypatch):
+    from misc.errors import BadInput
+
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BadInput, match="--device cuda under torchrun, but CUDA is not available: pass --device cpu"):
+        trainer.setup_distributed("cuda", explicit=True)
+    assert not torch.distributed.is_initialized()
+
+
+def test_torchrun_with_more_processes_than_gpus_is_refused_in_one_line(monkeypatch):
+    from misc.errors import BadInput
+
+    monkeypatch.setenv("RANK", "2"), monkeypatch.setenv("WORLD_SIZE", "3"), monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(BadInput, match=r"LOCAL_RANK 2, but this machine has 2 CUDA device\(s\): start at most 2 "
+                                       r"processes per node \(--nproc_per_node 2\)"):
+        trainer.setup_distributed("auto", explicit=False)
+    assert not torch.distributed.is_initialized()
+
+
+def test_resume_restores_the_mixed_precision_scaler(tmp_path):
+    """--amp keeps its loss scale across a resume (a fresh scaler would start again at 65536 and skip steps)."""
+    config = util.load_config("config/quick.yaml", ["Model.width=8", "Model.ocr_width=16"])
+    net = torch.nn.Linear(2, 2)
+    optimizer, scheduler = trainer.build_optimizer(net, config)
+    saved = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict(), scheduler={},
+                          train_state={"epoch": 3}, grad_scaler=saved.state_dict())
+    plan = trainer.RunPlan(config, tmp_path.parent, tmp_path.name, model.read_checkpoint(tmp_path / "last.pth"))
+    scaler = torch.amp.GradScaler("cpu")
+    state = trainer._restore(plan, net, optimizer, None, scaler, amp=True, device=torch.device("cpu"))
+    assert state == {"epoch": 3}
+    assert scaler.get_scale() == 1024.0 and scaler.get_growth_interval() == 7
+
+
+def test_resume_from_a_file_without_optimizer_state_names_the_file(tmp_path):
+    from misc.errors import BadInput
+
+    config = util.load_config("config/quick.yaml")
+    net = torch.nn.Linear(2, 2)
+    optimizer, _ = trainer.build_optimizer(net, config)
+    model.save_checkpoint(tmp_path / "last.pth", net, epoch=4)  # e.g. an exported model copied to last.pth
+    plan = trainer.RunPlan(config, tmp_path.parent, tmp_path.name, model.read_checkpoint(tmp_path / "last.pth"))
+    with pytest.raises(BadInput, match=f"{tmp_path / 'last.pth'} holds no optimizer state"):
+        trainer._restore(plan, net, optimizer, None, torch.amp.GradScaler("cpu"), amp=False, device="cpu")

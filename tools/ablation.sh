@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's ablation at the fast recipe's budget (issue 14): each variant is trained from scratch with
+# The paper's ablation at the fast recipe's budget: each variant is trained from scratch with
 # tools/train_aasce_cpu_fast.sh (same seed, same epochs), evaluated on the test split, and the rows are
 # printed side by side by tools/compare_runs.py, with each variant's per-image difference to the first one.
 #   bash tools/ablation.sh [--seed N] [--only VARIANT[,VARIANT...]] [train.py options, e.g. --threads 2]

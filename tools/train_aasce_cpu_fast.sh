@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fast CPU recipe (issue 14): one stage from scratch (config/aasce_cpu_fast.yaml, or the config in
+# The fast CPU recipe: one stage from scratch (config/aasce_cpu_fast.yaml, or the config in
 # $CONFIG), about 1 h 45 min with --threads 2 on an otherwise idle 2-core machine (bench/README.md "Training cost"),
 # preprocessing the AASCE data first if needed, as test.sh does.
 #   bash tools/train_aasce_cpu_fast.sh [train.py options, e.g. --threads 2]

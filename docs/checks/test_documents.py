@@ -100,7 +100,7 @@ def _checkpoint_metric(epochs: list[dict]) -> float:
 
 
 def _stage3_metric() -> float:
-    """The stage-3 model's validation metric, the 2-hour recipe's goal (issue 14)."""
+    """The stage-3 model's validation metric, the 2-hour recipe's goal."""
     return _checkpoint_metric(_epochs(MODEL_LOGS / "stage3_clicks2_metrics.jsonl"))
 
 
