@@ -28,6 +28,7 @@ __all__ = [
     "is_s_shaped",
     "smape",
     "smape_per_image",
+    "vertebra_directions",
 ]
 
 
@@ -63,25 +64,43 @@ def _as_height(image_height) -> float:
 # --------------------------------------------------------------------------------------------------------
 # the steps of the challenge method
 # --------------------------------------------------------------------------------------------------------
-def _directions(pts: np.ndarray) -> np.ndarray:
-    """Step 1: direction vector of each vertebra, right-side midpoint minus left-side midpoint, (17, 2)."""
+DIRECTIONS = ("sides", "endplates")
+
+
+def _directions(pts: np.ndarray, direction: str = "sides") -> np.ndarray:
+    """Step 1: direction vector of each vertebra, (17, 2). "sides" (the challenge method): right-side
+    midpoint minus left-side midpoint. "endplates" (a variant, not the challenge's): the mean of the two
+    endplates' unit vectors, so that a short, noisy endplate weighs as much as a long one."""
+    if direction == "endplates":
+        upper, lower = pts[1::4] - pts[0::4], pts[3::4] - pts[2::4]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (upper, lower)]
+        return np.nan_to_num((unit[0] + unit[1]) / 2.0)  # a zero-length endplate gives a degenerate vertebra
+    if direction != "sides":
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     left = (pts[0::4] + pts[2::4]) / 2.0  # mean of upper-left and lower-left corner
     right = (pts[1::4] + pts[3::4]) / 2.0  # mean of upper-right and lower-right corner
     return right - left
 
 
-def angle_matrix(points_xy, *, degenerate: str = "raise") -> np.ndarray:
+def vertebra_directions(points_xy, direction: str = "sides") -> np.ndarray:
+    """The (17, 2) direction vectors (x, y) of the 17 vertebrae, measured by ``direction``."""
+    return _directions(_as_points(points_xy), direction)
+
+
+def angle_matrix(points_xy, *, degenerate: str = "raise", direction: str = "sides") -> np.ndarray:
     """Step 2: (17, 17) matrix of angles in degrees between the vertebra direction vectors.
 
     The cosine is rounded to 8 decimals and clipped to [-1, 1] before the arccos, as the reference does
     (so angles above 90 degrees are possible). A vertebra whose left and right midpoints coincide has no
     direction: ``degenerate="raise"`` raises ValueError naming it, ``degenerate="zero"`` counts every angle
     involving it as 0 degrees (useful to score broken predictions without stopping an evaluation).
+    ``direction``: how a vertebra's direction is measured (see ``_directions``; "sides" is the challenge's).
     """
     if degenerate not in ("raise", "zero"):
         raise ValueError(f"degenerate must be 'raise' or 'zero', got {degenerate!r}")
     pts = _as_points(points_xy)
-    d = _directions(pts)
+    d = _directions(pts, direction)
     if not np.isfinite(d).all():
         raise ValueError("points_xy coordinates are too large: vertebra direction vectors overflow")
     # Scale each vector by a power of two so its largest component is in [0.5, 1): exact for normal floats,
@@ -137,7 +156,7 @@ def _first_argmax(values: np.ndarray) -> int:
     return int(np.argmax(values))
 
 
-def cobb_angles(points_xy, image_height, *, degenerate: str = "raise") -> dict:
+def cobb_angles(points_xy, image_height, *, degenerate: str = "raise", direction: str = "sides") -> dict:
     """The three Cobb angles (degrees, order of ``angles.csv``) of one spine by the challenge method.
 
     Returns ``{"angles": [a1, a2, a3], "vertebrae": [(i, j), (i, j), (i, j)], "s_shaped": bool}`` where
@@ -148,11 +167,12 @@ def cobb_angles(points_xy, image_height, *, degenerate: str = "raise") -> dict:
     vertebra 0..a, a3 = largest angle between b and a vertebra b..16; otherwise a2 as before, with its
     partner c, and a3 = largest angle between c and a vertebra 0..c.
     The vertebrae are used in the order given (never re-sorted), as the reference did.
-    ``degenerate``: see :func:`angle_matrix`. Bad shapes, NaN/inf or a non-positive height raise ValueError.
+    ``degenerate``, ``direction``: see :func:`angle_matrix`. Bad shapes, NaN/inf or a non-positive height
+    raise ValueError.
     """
     pts = _as_points(points_xy)
     h = _as_height(image_height)
-    angles = angle_matrix(pts, degenerate=degenerate)
+    angles = angle_matrix(pts, degenerate=degenerate, direction=direction)
     last = NUM_VERTEBRAE - 1
 
     # Step 3: the largest angle; a = first row reaching it, b = first column of row a reaching it.

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO_ROOT
+
 TINY = ["Dataset.image_size=[64,32]", "Dataset.heatmap_std=1.5", "Dataset.subpixel_decoding_patch_size=5",
         "Model.width=8", "Model.ocr_width=16", "Model.small=true"]
 MAX_CLICKS = 6
@@ -270,3 +272,22 @@ def test_compare_runs_paired_to_gives_each_runs_per_image_difference_and_refuses
     assert "reordered/per_image.csv: not found" in capsys.readouterr().err
     assert compare_runs.main([f"full={out}", "--paired-to", "nobody"]) == 2
     assert "'nobody' is not one of the runs" in capsys.readouterr().err
+
+
+def test_cobb_error_sources_rebuild_the_reported_cobb_smape_from_predictions_npz(reported, tmp_path, capsys):
+    """tools/cobb_error_sources.py recomputes the angles from predictions.npz alone (misc/cobb_errors.py):
+    with the challenge's directions its SMAPE is results.json's, click by click."""
+    import importlib.util
+
+    out, _, _ = reported
+    spec = importlib.util.spec_from_file_location("cobb_error_sources", REPO_ROOT / "tools" / "cobb_error_sources.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    results = json.loads((out / "results.json").read_text())
+    for clicks in range(MAX_CLICKS + 1):
+        assert tool.main([str(out), "--clicks", str(clicks), "--json", str(tmp_path / "s.json")]) == 0
+        sides, endplates = json.loads((tmp_path / "s.json").read_text())
+        assert (sides["direction"], endplates["direction"]) == ("sides", "endplates")
+        assert sides["smape"] == pytest.approx(results["model"]["cobb_SMAPE"][clicks], abs=1e-6)
+    assert tool.main([str(out), "--clicks", str(MAX_CLICKS + 1)]) == 2
+    assert f"holds 0..{MAX_CLICKS} clicks" in capsys.readouterr().err
