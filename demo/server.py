@@ -608,6 +608,7 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # pending connections (the default 5 resets the 6th of many clients at once)
 
     def __init__(self, address, app: DemoApp, allow_remote: bool):
         host = address[0]
