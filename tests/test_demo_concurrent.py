@@ -1,0 +1,151 @@
+"""The folder workflow under concurrent use: nothing answered is ever lost, and a stale edit is shown as a
+conflict (HTTP 409 with the current state) instead of silently overwriting another tab's work.
+
+Spoken to over a real loopback socket (127.0.0.1 only, a bounded number of clients and seconds), with a
+tiny random network standing in for the model and synthetic X-rays (dataset/synthetic.py). The server
+keeps ONE image in memory (``max_sessions=1``), so images are evicted and reopened from the store all
+the time while other requests still use them.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from demo.predictor import KeypointPredictor
+from demo.server import DemoApp, create_server
+from demo.store import STORE_NAME, AnnotationStore
+from demo.worklist import Worklist
+from tests.test_demo_folder import make_folder
+
+K = 68
+CLIENTS = 20
+IMAGES = 5  # four clients on each image
+EDITS_PER_CLIENT = 5
+LOAD_TIMEOUT_S = 300  # the whole load test; each request has its own 60 s
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    from tests.test_demo_api import tiny_checkpoint
+
+    return KeypointPredictor.from_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth"))
+
+
+class Server:
+    """``demo.py --images DIR --max-sessions N`` in a thread of this process, on a free loopback port."""
+
+    def __init__(self, predictor, images: Path, max_sessions: int = 1):
+        self.predictor, self.images, self.max_sessions = predictor, images, max_sessions
+        self.start()
+
+    def start(self):
+        self.store = AnnotationStore(self.images / STORE_NAME)
+        self.app = DemoApp(self.predictor, max_sessions=self.max_sessions, worklist=Worklist(self.images),
+                           store=self.store)
+        self.http = create_server(self.app, "127.0.0.1", 0)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.http.shutdown()
+        self.http.server_close()
+        self.store.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def call(self, method: str, path: str, obj=None):
+        data = None if obj is None else json.dumps(obj).encode()
+        request = urllib.request.Request(f"{self.http.url.rstrip('/')}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def post(self, path, obj):
+        status, body = self.call("POST", path, obj)
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    images = tmp_path / "xrays"
+    return images, make_folder(images, count=IMAGES)
+
+
+@pytest.fixture()
+def server(predictor, folder):
+    srv = Server(predictor, folder[0])
+    yield srv
+    srv.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# no answered edit is lost
+# --------------------------------------------------------------------------------------------------
+def test_every_answered_edit_is_stored_under_20_concurrent_clients_with_one_image_in_memory(server, folder):
+    names = sorted(folder[1])
+    answered: dict[str, list[dict]] = {name: [] for name in names}
+    failures: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(CLIENTS)
+
+    def client(number: int) -> None:
+        rng = random.Random(number)
+        name = names[number % IMAGES]
+        try:
+            start.wait(timeout=60)
+            opened = server.post("/api/open", {"name": name})
+            for _ in range(EDITS_PER_CLIENT):
+                point = rng.randrange(K)
+                if rng.random() < 0.7:  # a blind client: no "version", as before conflicts existed
+                    xy = [round(rng.uniform(0, opened["width"]), 3), round(rng.uniform(0, opened["height"]), 3)]
+                    status, body = server.call("POST", "/api/refine",
+                                               {"session": opened["session"], "fixed": {str(point): xy}})
+                else:
+                    status, body = server.call("POST", "/api/accept", {"session": opened["session"], "points": [point]})
+                with lock:
+                    if status == 200 and body.get("saved") is True:
+                        answered[name].append(body)
+                    else:
+                        failures.append(f"{name}: {status} {body.get('error')}")
+        except Exception as exc:  # noqa: BLE001 - reported below with the others
+            with lock:
+                failures.append(f"{name}: client {number}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(1.0, LOAD_TIMEOUT_S - (time.monotonic() - began)))
+    assert not any(t.is_alive() for t in threads), f"the clients did not finish within {LOAD_TIMEOUT_S} s"
+    assert failures == []
+    assert sum(map(len, answered.values())) == CLIENTS * EDITS_PER_CLIENT
+
+    server.restart()  # read what a new process reads: the store, nothing from memory
+    for name in names:
+        records, cursor_seq = server.store.history(name)
+        stored = [(r.points_xy, {str(i): list(xy) for i, xy in r.fixed_xy.items()}) for r in records]
+        lost = [a["version"] for a in answered[name] if (a["points"], a["fixed"]) not in stored]
+        assert lost == [], f"{name}: {len(lost)} of {len(answered[name])} answered edits are not in the store"
+        assert len(records) == 1 + len(answered[name]), f"{name}: one history entry per answered edit"
+        versions = [a["version"] for a in answered[name]]
+        assert len(set(versions)) == len(versions), f"{name}: two answers carry the same version"
+        last = max(answered[name], key=lambda a: a["version"])
+        current = next(r for r in records if r.seq == cursor_seq)
+        assert (current.points_xy, {str(i): list(xy) for i, xy in current.fixed_xy.items()}) == \
+            (last["points"], last["fixed"]), f"{name}: the stored state is not the last answered one"
+        reopened = server.post("/api/open", {"name": name})
+        assert (reopened["points"], reopened["fixed"], reopened["version"]) == \
+            (last["points"], last["fixed"], last["version"])
