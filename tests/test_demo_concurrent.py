@@ -149,3 +149,61 @@ def test_every_answered_edit_is_stored_under_20_concurrent_clients_with_one_imag
         reopened = server.post("/api/open", {"name": name})
         assert (reopened["points"], reopened["fixed"], reopened["version"]) == \
             (last["points"], last["fixed"], last["version"])
+
+
+# --------------------------------------------------------------------------------------------------
+# two tabs on one image: a stale edit is a conflict, shown, never resolved silently
+# --------------------------------------------------------------------------------------------------
+def stored(server, name):
+    records, cursor_seq = server.store.history(name)
+    return [r.seq for r in records], cursor_seq, server.store.version(name), server.store.is_done(name)
+
+
+def test_a_stale_edit_is_answered_409_with_the_current_state_and_changes_nothing(server, folder):
+    name = sorted(folder[1])[0]
+    tab1 = server.post("/api/open", {"name": name})
+    tab2 = server.post("/api/open", {"name": name})  # the same image in a second tab
+    assert tab2["version"] == tab1["version"]
+    sid = tab1["session"]
+    server.post("/api/refine", {"session": sid, "fixed": {"47": [10.0, 20.0]}, "version": tab1["version"]})
+    server.post("/api/undo", {"session": sid})  # something to redo, too
+    fixed49 = server.post("/api/redo", {"session": sid})
+    before = stored(server, name)
+    stale = tab2["version"]
+    for path, extra in [("/api/refine", {"fixed": {"49": [30.0, 40.0]}}), ("/api/accept", {"points": [3]}),
+                        ("/api/undo", {}), ("/api/redo", {}), ("/api/reset", {}), ("/api/done", {"done": True})]:
+        status, body = server.call("POST", path, {"session": sid, "version": stale, **extra})
+        assert status == 409, (path, body)
+        assert body["conflict"] is True and body["saved"] is False and "changed elsewhere" in body["error"]
+        assert (body["version"], body["points"], body["fixed"]) == \
+            (fixed49["version"], fixed49["points"], fixed49["fixed"]), f"{path}: not the current state"
+        assert stored(server, name) == before, f"{path}: a stale edit changed the store"
+    current = server.post("/api/accept", {"session": sid, "points": [3], "version": fixed49["version"]})
+    assert current["version"] > fixed49["version"] and "3" in current["fixed"] and "47" in current["fixed"]
+    done = server.post("/api/done", {"session": sid, "done": True, "version": current["version"]})
+    assert done["done"] and done["version"] > current["version"]  # done is a change too
+    status, body = server.call("POST", "/api/undo", {"session": sid, "version": current["version"]})
+    assert status == 409 and body["done"] is True
+
+
+@pytest.mark.parametrize("version", ["3", 1.5, True, -1, [1], {"v": 1}])
+def test_a_version_that_is_not_a_version_number_is_refused(server, folder, version):
+    opened = server.post("/api/open", {"name": sorted(folder[1])[0]})
+    status, body = server.call("POST", "/api/reset", {"session": opened["session"], "version": version})
+    assert status == 400 and "'version'" in body["error"]
+
+
+def test_versions_hold_when_the_image_is_evicted_and_after_a_restart(server, folder):
+    first, other = sorted(folder[1])[:2]
+    opened = server.post("/api/open", {"name": first})
+    edited = server.post("/api/refine", {"session": opened["session"], "fixed": {"5": [12.0, 34.0]},
+                                         "version": opened["version"]})
+    assert edited["version"] > opened["version"]
+    server.post("/api/open", {"name": other})  # one image in memory: the first is evicted
+    status, body = server.call("POST", "/api/refine", {"session": opened["session"], "fixed": {}, "version": opened["version"]})
+    assert status == 409 and body["version"] == edited["version"] and body["fixed"] == edited["fixed"]
+    server.restart()
+    status, body = server.call("POST", "/api/refine", {"session": opened["session"], "fixed": {}, "version": opened["version"]})
+    assert status == 409 and body["version"] == edited["version"]
+    again = server.post("/api/accept", {"session": opened["session"], "points": [5], "version": edited["version"]})
+    assert again["version"] > edited["version"] and again["fixed"] == edited["fixed"]
