@@ -207,3 +207,26 @@ def test_versions_hold_when_the_image_is_evicted_and_after_a_restart(server, fol
     assert status == 409 and body["version"] == edited["version"]
     again = server.post("/api/accept", {"session": opened["session"], "points": [5], "version": edited["version"]})
     assert again["version"] > edited["version"] and again["fixed"] == edited["fixed"]
+
+
+def test_a_store_written_before_versions_were_counted_opens_and_counts_from_there(tmp_path):
+    import sqlite3
+
+    path = tmp_path / STORE_NAME
+    with sqlite3.connect(path) as conn:  # the schema before the version column, with one saved image
+        conn.executescript("CREATE TABLE images (name TEXT PRIMARY KEY, cursor_seq INTEGER NOT NULL, done INTEGER NOT "
+                           "NULL DEFAULT 0, updated REAL NOT NULL); CREATE TABLE states (name TEXT NOT NULL, seq "
+                           "INTEGER NOT NULL, action TEXT NOT NULL, points TEXT NOT NULL, fixed TEXT NOT NULL, "
+                           "confidence TEXT NOT NULL, PRIMARY KEY (name, seq));"
+                           "INSERT INTO images VALUES ('a.jpg', 4, 0, 0); INSERT INTO states VALUES "
+                           "('a.jpg', 4, 'predict', '[[1, 2]]', '{}', '[0.5]');")
+    conn.close()
+    store = AnnotationStore(path)
+    try:
+        records, cursor_seq = store.history("a.jpg")
+        assert [r.seq for r in records] == [4] and cursor_seq == 4 and store.version("a.jpg") == 0
+        new = type(records[0])(None, "refine", [[3, 4]], {0: (3, 4)}, [0.7])
+        assert store.sync("a.jpg", [*records, new]) == ([4, 5], 1)  # numbered after the largest seq
+        assert store.history("a.jpg")[1] == 5 and store.set_done("a.jpg", True) == 2
+    finally:
+        store.close()
