@@ -7,7 +7,8 @@ static page in ``demo/static``.
 
 API (all JSON unless stated; coordinates are (x, y) in original image pixels; errors are
 ``{"error": message}`` with status 400 bad input, 403 refused connection, 404 unknown route or image,
-409 nothing to undo/redo, 410 the session is not open (the edit was NOT saved), 413 upload too large,
+409 nothing to undo/redo or an edit made on a stale version (the body is then the current state with
+"conflict": true), 410 the session is not open (the edit was NOT saved), 413 upload too large,
 415 not a JPEG/PNG image or not JSON, 422 an existing annotation file is unusable, 503 the store could
 not save the edit):
 
@@ -33,6 +34,10 @@ A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fix
 "action", "version", "model_ms", "saved", "persistent", "done", "notes"}``; every fixed point in
 "points" is exactly the value sent.
 
+Every edit (refine, accept, undo, redo, reset, done) may carry ``"version"``: the state's version it was
+made on. If the image changed since (another tab), nothing is changed and the answer is 409 with the
+current state. Versions of folder images are counted by the store, so they hold across restarts.
+
 Safety: by default only loopback peers are served and the Host header must name the loopback address
 (against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
 uploads stay in memory (never written to disk).
@@ -52,6 +57,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,7 +67,7 @@ from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
 from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
-                          SessionStore, State, keypoint_names, parse_fixed, vertebra_names)
+                          SessionStore, State, VersionConflict, keypoint_names, parse_fixed, vertebra_names)
 from demo.store import AnnotationStore, StoreError
 from demo.worklist import AnnotationFileError, Worklist
 
@@ -86,9 +92,9 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'
 class HTTPError(Exception):
     """An answer other than 200, with a message for a person."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None, body: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.body = status, message, headers or {}, body or {}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -229,7 +235,7 @@ class DemoApp:
                 raise HTTPError(404, f"no such page or API route: {request.path}")
             return route(request)
         except HTTPError as exc:
-            response = Response.json({"error": exc.message}, exc.status)
+            response = Response.json({**exc.body, "error": exc.message}, exc.status)
             response.headers.update(exc.headers)
             return response
         except InputError as exc:
@@ -274,7 +280,8 @@ class DemoApp:
     def _start_session(self, name: str, gray) -> Response:
         session = AnnotationSession(secrets.token_urlsafe(12), name, gray, self.predictor)
         self.sessions.add(session)
-        body = self._state_json(session, session.current)
+        with session.lock:
+            body = self._state_json(session, session.current)
         body["image_url"] = f"/api/image?session={session.session_id}"
         return Response.json(body)
 
@@ -327,24 +334,39 @@ class DemoApp:
     def _open(self, request: Request) -> Response:
         name = self._json_body(request).get("name")
         self._need_worklist()
-        session = self._folder_session(f"{FOLDER_PREFIX}{name}" if isinstance(name, str) else None)
-        body = self._state_json(session, session.current)
+        with self._using(f"{FOLDER_PREFIX}{name}" if isinstance(name, str) else None) as session, session.lock:
+            body = self._state_json(session, session.current)
         body["image_url"] = f"/api/image?session={quote(session.session_id)}"
         return Response.json(body)
 
+    @contextmanager
+    def _using(self, session_id):
+        """The session (a folder image reopened if needed), used by this request: while any request uses
+        it, it stays the image's one live object. A stale edit inside becomes 409 with the current state."""
+        session = self._folder_session(session_id) if self.worklist else self.sessions.get(session_id, use=True)
+        try:
+            yield session
+        except VersionConflict as exc:
+            with session.lock:
+                body = self._state_json(session, session.current)
+            raise HTTPError(409, f"changed elsewhere: {exc}", body={**body, "saved": False, "conflict": True}) from None
+        finally:
+            self.sessions.release(session)
+
     def _folder_session(self, session_id) -> AnnotationSession:
-        """An open folder image, or the image opened again from the folder and the store."""
-        found = self.sessions.find(session_id)
+        """An open folder image, or the image opened again from the folder and the store; in use by the
+        caller until ``self.sessions.release``."""
+        found = self.sessions.find(session_id, use=True)
         if found is not None or not (self.worklist and isinstance(session_id, str)
                                      and session_id.startswith(FOLDER_PREFIX)):
-            return found if found is not None else self.sessions.get(session_id)
+            return found if found is not None else self.sessions.get(session_id, use=True)
         name = session_id[len(FOLDER_PREFIX):]
         try:
             self.worklist.path(name)
         except KeyError as exc:
             raise HTTPError(404, str(exc.args[0])) from None
         with self._open_lock:
-            found = self.sessions.find(session_id)
+            found = self.sessions.find(session_id, use=True)
             if found is not None:
                 return found
             gray = self.worklist.read(name)
@@ -356,35 +378,46 @@ class DemoApp:
                 if found_file is not None:
                     loaded, notes = (found_file.points_xy, found_file.fixed), found_file.notes
                     log.info("%s: starting from %s", name, found_file.path)
+            # a new image's first state is saved while it is made (on_change); no request can use the
+            # image before it is added, and none used the previous object of this image any more
             session = AnnotationSession(session_id, name, gray, self.predictor, saved=records or None,
-                                        cursor_seq=cursor_seq, loaded=loaded)
+                                        cursor_seq=cursor_seq, loaded=loaded, version=self.store.version(name),
+                                        on_change=self._save)
             session.notes = notes
-            if not records:
-                self.store.sync(name, *session.records())
-            session.on_change = self._save
-            self.sessions.add(session)
+            self.sessions.add(session, use=True)
             return session
 
-    def _save(self, session: AnnotationSession) -> None:
-        try:
-            self.store.sync(session.name, *session.records())
-        except StoreError:
-            self.sessions.discard(session.session_id)  # memory is ahead of the store: reopen from the store
-            raise
+    def _save(self, session: AnnotationSession) -> tuple[list[int], int]:
+        """Store the session's history (the store numbers new entries); a failure takes the action back."""
+        return self.store.sync(session.name, *session.records())
 
-    def _session(self, session_id) -> AnnotationSession:
-        return self._folder_session(session_id) if self.worklist else self.sessions.get(session_id)
+    @staticmethod
+    def _version(body: dict) -> int | None:
+        """The ``version`` an edit was made on, or None when the client sent none."""
+        version = body.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+            shown = repr(version) if isinstance(version, (str, float, bool)) else type(version).__name__
+            raise InputError(f"'version' must be the version number of the state the edit was made on, got {shown[:40]}")
+        return version
+
+    def _edit(self, session: AnnotationSession, body: dict, action, *args) -> Response:
+        """``action(*args, version=...)`` and its state, read under the session's lock."""
+        with session.lock:
+            state = action(*args, version=self._version(body))
+            return Response.json(self._state_json(session, state))
 
     def _done(self, request: Request) -> Response:
         body = self._json_body(request)
         self._need_worklist()
-        session = self._session(body.get("session"))
-        if not isinstance(body.get("done"), bool):
-            raise InputError("'done' must be true or false")
-        if not session.session_id.startswith(FOLDER_PREFIX):
-            raise InputError("only images of the folder can be marked done")
-        self.store.set_done(session.name, body["done"])
-        return Response.json(self._state_json(session, session.current))
+        with self._using(body.get("session")) as session:
+            if not isinstance(body.get("done"), bool):
+                raise InputError("'done' must be true or false")
+            if not session.session_id.startswith(FOLDER_PREFIX):
+                raise InputError("only images of the folder can be marked done")
+            with session.lock:
+                session.check_version(self._version(body))
+                session.adopt_version(self.store.set_done(session.name, body["done"]))
+                return Response.json(self._state_json(session, session.current))
 
     def _export_dataset(self, request: Request) -> Response:
         from demo.dataset_export import ExportError, export_folder
@@ -404,44 +437,50 @@ class DemoApp:
 
     def _refine(self, request: Request) -> Response:
         body = self._json_body(request)
-        session = self._session(body.get("session"))
-        if "fixed" not in body:
-            raise InputError("the body needs 'fixed': {\"<point index>\": [x, y], ...} (may be empty)")
-        fixed = parse_fixed(body["fixed"], session.num_keypoints, session.width, session.height)
-        return Response.json(self._state_json(session, session.refine(fixed)))
+        with self._using(body.get("session")) as session:
+            if "fixed" not in body:
+                raise InputError("the body needs 'fixed': {\"<point index>\": [x, y], ...} (may be empty)")
+            fixed = parse_fixed(body["fixed"], session.num_keypoints, session.width, session.height)
+            return self._edit(session, body, session.refine, fixed)
 
     def _undo(self, request: Request) -> Response:
-        session = self._session(self._json_body(request).get("session"))
-        return Response.json(self._state_json(session, session.undo()))
+        body = self._json_body(request)
+        with self._using(body.get("session")) as session:
+            return self._edit(session, body, session.undo)
 
     def _redo(self, request: Request) -> Response:
-        session = self._session(self._json_body(request).get("session"))
-        return Response.json(self._state_json(session, session.redo()))
+        body = self._json_body(request)
+        with self._using(body.get("session")) as session:
+            return self._edit(session, body, session.redo)
 
     def _reset(self, request: Request) -> Response:
-        session = self._session(self._json_body(request).get("session"))
-        return Response.json(self._state_json(session, session.reset()))
+        body = self._json_body(request)
+        with self._using(body.get("session")) as session:
+            return self._edit(session, body, session.reset)
 
     def _accept(self, request: Request) -> Response:
         body = self._json_body(request)
-        session = self._session(body.get("session"))
-        points = body.get("points")
-        k = session.num_keypoints
-        if not (isinstance(points, list) and points and all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in points)):
-            raise InputError(f"'points' must be a non-empty list of point indices 0..{k - 1}, got {points!r}")
-        return Response.json(self._state_json(session, session.accept(points)))
+        with self._using(body.get("session")) as session:
+            points = body.get("points")
+            k = session.num_keypoints
+            if not (isinstance(points, list) and points and all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in points)):
+                raise InputError(f"'points' must be a non-empty list of point indices 0..{k - 1}, got {points!r}")
+            return self._edit(session, body, session.accept, points)
 
     def _state(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
-        return Response.json(self._state_json(session, session.current))
+        with self._using(self._query_one(request, "session")) as session, session.lock:
+            return Response.json(self._state_json(session, session.current))
 
     def _image(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
-        return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
+        with self._using(self._query_one(request, "session")) as session:
+            return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _export(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
+        with self._using(self._query_one(request, "session")) as session, session.lock:
+            return self._export_session(session, request)
+
+    def _export_session(self, session: AnnotationSession, request: Request) -> Response:
         fmt = self._query_one(request, "format")
         if fmt not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -608,6 +647,7 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # pending connections (the default 5 resets the 6th of many clients at once)
 
     def __init__(self, address, app: DemoApp, allow_remote: bool):
         host = address[0]

@@ -27,7 +27,7 @@ import torch
 from demo.predictor import KeypointPredictor
 from misc.frames import grid_rc_to_original_xy, original_xy_to_grid_rc
 
-__all__ = ["InputError", "SessionNotFound", "NothingToUndo", "State", "AnnotationSession", "SessionStore",
+__all__ = ["InputError", "SessionNotFound", "NothingToUndo", "VersionConflict", "State", "AnnotationSession", "SessionStore",
            "parse_fixed", "keypoint_names", "vertebra_names", "NUM_LEAST_CONFIDENT"]
 
 NUM_LEAST_CONFIDENT = 5  # points marked for the person to check first
@@ -50,6 +50,16 @@ class SessionNotFound(KeyError):
 
 class NothingToUndo(ValueError):
     """Undo at the first state or redo at the last (HTTP 409)."""
+
+
+class VersionConflict(RuntimeError):
+    """An edit made on a version that is no longer the current one: someone else (another tab) changed
+    the image since (HTTP 409 with the current state). Nothing was changed."""
+
+    def __init__(self, session: "AnnotationSession", sent: int):
+        super().__init__(f"{session.name} was changed elsewhere (version {session.current.version}; this edit "
+                         f"was made on version {sent}): nothing was changed, reload it")
+        self.session, self.sent = session, sent
 
 
 def vertebra_names(num_keypoints: int) -> list[str]:
@@ -101,8 +111,8 @@ class State:
     probs: torch.Tensor | None  # (K, rows, cols) float16; dropped for old states (memory budget)
     action: str  # "predict", "load", "refine", "accept" or "reset"
     seconds: float = 0.0  # model time of the action
-    version: int = 0  # counts actions in the session (undo included); lets clients spot stale replies
-    seq: int = 0  # position in the image's saved history (increasing, never reused)
+    version: int = 0  # the image's change count when this state was shown (the store's, for a folder image)
+    seq: int | None = None  # position in the image's saved history (increasing); None until saved
 
     def least_confident(self, count: int = NUM_LEAST_CONFIDENT) -> list[int]:
         """Indices of the ``count`` not-fixed points whose heatmap peaks are lowest, lowest first."""
@@ -112,12 +122,17 @@ class State:
 
 @dataclass
 class AnnotationSession:
-    """One image being annotated. Methods are serialised by a per-session lock.
+    """One image being annotated. Methods are serialised by a per-session lock (``lock``, re-entrant: hold
+    it to read a consistent state around an action).
 
     ``history`` holds every state in order and ``cursor`` the one shown: undo moves the cursor back,
     redo forward, and a new action drops the states after the cursor (the redo branch) first. Give
     records (from ``demo.store``) as ``saved`` to continue a saved history, or ``loaded`` (points read from an
     existing annotation file) to start from them instead of a first prediction.
+
+    Every edit may carry the ``version`` it was made on: if that is not the current one, VersionConflict
+    and nothing changes. With ``on_change`` (a folder image) the store numbers the history entries and
+    counts the versions; an action whose save fails is taken back, so memory never runs ahead of the store.
     """
 
     session_id: str
@@ -127,23 +142,24 @@ class AnnotationSession:
     saved: list | None = field(default=None, repr=False)  # demo.store.Record list of a saved history
     cursor_seq: int | None = None  # the saved history's shown entry
     loaded: tuple | None = field(default=None, repr=False)  # (points_xy (K, 2), fixed indices) from a file
-    # called with the session after every change, under its lock (the server saves there; raising
-    # makes the action fail, and the caller must then drop the session: memory is ahead of the store)
+    version: int | None = None  # the saved history's version (demo.store); None: counted here from 0
+    # called with the session after every change, under its lock; saves ``records()`` and returns (the seq
+    # of every history entry, the new version). Raising makes the action fail and takes it back.
     on_change: object = field(default=None, repr=False)
 
     def __post_init__(self):
         self.height, self.width = (int(v) for v in self.gray.shape)
         self.num_keypoints = self.predictor.num_keypoints
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
         self._image_t = self.predictor.network_image(self.gray)
         rows, cols = self.predictor.size_rc
         probs_bytes = self.num_keypoints * rows * cols * 2
         self._states_with_probs = max(2, PROBS_BUDGET_BYTES // probs_bytes)
-        self._version = 0
+        self._version = self.version or 0
         self.history: list[State] = []
         self.cursor = -1
-        self._next_seq = 1 + max((r.seq for r in self.saved or []), default=-1)
-        with self._lock:
+        self._next_seq = 1 + max((r.seq for r in self.saved or []), default=-1)  # without a store only
+        with self.lock:
             if self.saved:
                 self._restore(self.saved, self.cursor_seq)
             elif self.loaded is not None:
@@ -157,8 +173,9 @@ class AnnotationSession:
     def current(self) -> State:
         return self.history[self.cursor]
 
-    def records(self) -> tuple[list, int]:
-        """(the history as ``demo.store.Record`` entries, the shown entry's seq), for saving."""
+    def records(self) -> tuple[list, int | None]:
+        """(the history as ``demo.store.Record`` entries, the shown entry's seq), for saving; entries not
+        saved yet have seq None (the store numbers them; the shown one is then the last)."""
         from demo.store import Record
 
         return ([Record(s.seq, s.action, s.points_xy.tolist(), dict(s.fixed_xy), s.confidence.tolist())
@@ -172,18 +189,30 @@ class AnnotationSession:
     def can_redo(self) -> bool:
         return self.cursor < len(self.history) - 1
 
-    def refine(self, fixed_xy: dict[int, tuple[float, float]]) -> State:
+    def check_version(self, version: int | None) -> None:
+        """VersionConflict unless ``version`` is None (not sent) or the current one. Call under ``lock``."""
+        if version is not None and version != self.current.version:
+            raise VersionConflict(self, version)
+
+    def adopt_version(self, version: int) -> None:
+        """The image changed outside the history (marked done): ``version`` is current now."""
+        with self.lock:
+            self._version = self.current.version = version
+
+    def refine(self, fixed_xy: dict[int, tuple[float, float]], version: int | None = None) -> State:
         """Re-predict every point not in ``fixed_xy`` (validated {index: (x, y)} original pixels)."""
-        with self._lock:
+        with self.lock:
+            self.check_version(version)
             prev = self.current.probs
             if prev is None:  # a state restored by undo or from the store: recompute its heatmaps
                 prev = self._run(self.current.fixed_xy, None, "refine").probs
             return self._push(self._run(dict(fixed_xy), prev, "refine"))
 
-    def accept(self, indices: list[int]) -> State:
+    def accept(self, indices: list[int], version: int | None = None) -> State:
         """Mark points as checked where they are now: they become fixed (sent as clicks, never moved by
         the model again). No prediction runs, so nothing else moves either."""
-        with self._lock:
+        with self.lock:
+            self.check_version(version)
             state = self.current
             fixed = dict(state.fixed_xy)
             for i in indices:
@@ -191,23 +220,26 @@ class AnnotationSession:
             return self._push(State(state.points_xy.copy(), dict(sorted(fixed.items())), state.confidence.copy(),
                                     state.probs, "accept"))
 
-    def undo(self) -> State:
+    def undo(self, version: int | None = None) -> State:
         """Back to the state before the last action; NothingToUndo at the first."""
-        with self._lock:
+        with self.lock:
+            self.check_version(version)
             if not self.can_undo:
                 raise NothingToUndo("nothing to undo")
             return self._move(-1)
 
-    def redo(self) -> State:
+    def redo(self, version: int | None = None) -> State:
         """Forward again after an undo; NothingToUndo when nothing was undone."""
-        with self._lock:
+        with self.lock:
+            self.check_version(version)
             if not self.can_redo:
                 raise NothingToUndo("nothing to redo")
             return self._move(+1)
 
-    def reset(self) -> State:
+    def reset(self, version: int | None = None) -> State:
         """The first prediction again, with no fixed point (undoable)."""
-        with self._lock:
+        with self.lock:
+            self.check_version(version)
             first = self.history[0]
             return self._push(State(first.points_xy.copy(), dict(first.fixed_xy), first.confidence.copy(),
                                     first.probs, "reset"))
@@ -245,69 +277,109 @@ class AnnotationSession:
             self.history.append(state)
         seqs = [s.seq for s in self.history]
         self.cursor = seqs.index(cursor_seq) if cursor_seq in seqs else len(seqs) - 1
-        self._version += 1
+        if self.version is None:
+            self._version += 1
         self.current.version = self._version
 
     def _move(self, step: int) -> State:
-        self.cursor += step
-        self._version += 1
-        self.current.version = self._version
-        self._changed()
+        self._commit(self.history, self.cursor + step)
         return self.current
 
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self)
-
     def _push(self, state: State) -> State:
-        del self.history[self.cursor + 1:]  # a new action after undo drops the redo branch
-        self._version += 1
-        state.version = self._version
-        state.seq = self._next_seq  # never reused: a dropped redo branch's entries must not be mistaken for it
-        self._next_seq += 1
-        self.history.append(state)
-        if len(self.history) > MAX_HISTORY:
-            del self.history[1]  # keep the first prediction: reset returns to it
-        self.cursor = len(self.history) - 1
+        history = self.history[:self.cursor + 1] + [state]  # a new action after undo drops the redo branch
+        if len(history) > MAX_HISTORY:
+            del history[1]  # keep the first prediction: reset returns to it
+        self._commit(history, len(history) - 1)
         for old in self.history[1:-self._states_with_probs]:
             old.probs = None
-        self._changed()
         return state
+
+    def _commit(self, history: list[State], cursor: int) -> None:
+        """Make (history, cursor) the session's, saved first when there is a store: if the save fails,
+        nothing changes (the error propagates)."""
+        before = self.history, self.cursor
+        self.history, self.cursor = history, cursor
+        try:
+            if self.on_change is None:
+                for state in history:
+                    if state.seq is None:  # never reused: a dropped redo branch's entries are not it
+                        state.seq, self._next_seq = self._next_seq, self._next_seq + 1
+                version = self._version + 1
+            else:
+                seqs, version = self.on_change(self)
+                for state, seq in zip(history, seqs):
+                    state.seq = seq
+        except BaseException:
+            self.history, self.cursor = before
+            raise
+        self._version = self.current.version = version
 
 
 class SessionStore:
-    """Sessions in memory, least recently used dropped beyond ``max_sessions``."""
+    """Sessions in memory: the ``max_sessions`` most recently used are kept, least recently used dropped.
+
+    A request uses a session between ``get(id, use=True)`` (or ``find``/``add`` with ``use=True``) and
+    ``release``: while any request uses it, that object stays the one ``find`` and ``get`` give for its id,
+    even if it was dropped from the kept ones meanwhile. So a folder image reopened from the store never
+    has two live objects, each saving its own idea of the history."""
 
     def __init__(self, max_sessions: int = 8):
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, AnnotationSession] = OrderedDict()
+        self._in_use: dict[str, list] = {}  # id -> [session, number of requests using it]
         self._lock = threading.Lock()
 
-    def add(self, session: AnnotationSession) -> None:
+    def add(self, session: AnnotationSession, use: bool = False) -> None:
         with self._lock:
+            held = self._in_use.get(session.session_id)
+            if held is not None and held[0] is not session:
+                raise RuntimeError(f"session {session.session_id!r} is already open and in use")
             self._sessions[session.session_id] = session
             self._sessions.move_to_end(session.session_id)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
+            if use:
+                self._use(session)
 
-    def get(self, session_id) -> AnnotationSession:
-        with self._lock:
-            if not isinstance(session_id, str) or session_id not in self._sessions:
-                raise SessionNotFound(
-                    "this image is no longer open on the server, so the last edit was NOT saved: open the "
-                    f"image again (the server keeps the {self.max_sessions} most recent uploads in memory; "
-                    "images of a folder opened with --images are saved and reopen by themselves)")
-            self._sessions.move_to_end(session_id)
-            return self._sessions[session_id]
+    def get(self, session_id, use: bool = False) -> AnnotationSession:
+        session = self.find(session_id, use)
+        if session is None:
+            raise SessionNotFound(
+                "this image is no longer open on the server, so the last edit was NOT saved: open the "
+                f"image again (the server keeps the {self.max_sessions} most recent uploads in memory; "
+                "images of a folder opened with --images are saved and reopen by themselves)")
+        return session
 
-    def find(self, session_id) -> AnnotationSession | None:
-        """The session, or None (no error)."""
+    def find(self, session_id, use: bool = False) -> AnnotationSession | None:
+        """The session, or None (no error); ``use``: the caller uses it until ``release``."""
+        if not isinstance(session_id, str):
+            return None
         with self._lock:
-            return self._sessions.get(session_id) if isinstance(session_id, str) else None
+            held = self._in_use.get(session_id)
+            session = held[0] if held is not None else self._sessions.get(session_id)
+            if session is not None:
+                if session_id in self._sessions:
+                    self._sessions.move_to_end(session_id)
+                if use:
+                    self._use(session)
+            return session
+
+    def release(self, session: AnnotationSession) -> None:
+        """A request that used ``session`` is over."""
+        with self._lock:
+            held = self._in_use.get(session.session_id)
+            if held is not None and held[0] is session:
+                held[1] -= 1
+                if held[1] == 0:
+                    del self._in_use[session.session_id]
+
+    def _use(self, session: AnnotationSession) -> None:
+        self._in_use.setdefault(session.session_id, [session, 0])[1] += 1
 
     def discard(self, session_id: str) -> None:
+        """Drop from the kept sessions (requests using it keep it until they end)."""
         with self._lock:
             self._sessions.pop(session_id, None)
 

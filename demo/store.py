@@ -1,7 +1,7 @@
 """Where a folder's annotations live between edits, reloads and restarts: one SQLite file.
 
     store = AnnotationStore(Path("xrays") / STORE_NAME)
-    store.sync("scan 1.jpg", records, cursor_seq)   # after every action: the history as it is now
+    seqs, version = store.sync("scan 1.jpg", records)   # after every action: the history as it is now
     records, cursor_seq = store.history("scan 1.jpg")
     store.set_done("scan 1.jpg", True)
 
@@ -13,6 +13,10 @@ second process, e.g. ``demo.py --export`` while the server runs) read and write 
 A record is one entry of an image's undo history: the points shown (K x (x, y) original pixels), the
 fixed points ({index: (x, y)}), the per-point confidence and the action that made it. Coordinates are
 stored as JSON numbers, which round-trip Python floats exactly.
+
+The store numbers the entries (``seq``: the largest of the image + 1, inside the write transaction) and
+counts the changes of each image (``version``, +1 on every saved action and every done mark): a client
+that sends the version it saw can be told when someone else changed the image since.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ CREATE TABLE IF NOT EXISTS images (
     name TEXT PRIMARY KEY,
     cursor_seq INTEGER NOT NULL,       -- the history entry shown (undo moves it back, redo forward)
     done INTEGER NOT NULL DEFAULT 0,   -- marked done by the annotator
-    updated REAL NOT NULL              -- unix time of the last change
+    updated REAL NOT NULL,             -- unix time of the last change
+    version INTEGER NOT NULL DEFAULT 0 -- changes so far (edits, undo/redo, done): spots stale clients
 );
 CREATE TABLE IF NOT EXISTS states (
     name TEXT NOT NULL,
@@ -51,7 +56,7 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Record:
-    seq: int
+    seq: int | None  # None: a new entry, numbered by AnnotationStore.sync
     action: str
     points_xy: list  # [[x, y], ...]
     fixed_xy: dict  # {index: (x, y)}
@@ -77,6 +82,9 @@ class AnnotationStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(images)")}
+            if "version" not in columns:  # a store written before versions were counted
+                self._conn.execute("ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the annotation store ({exc})") from None
         self._lock = threading.Lock()
@@ -86,11 +94,22 @@ class AnnotationStore:
             self._conn.close()
 
     def _write(self, statements) -> None:
+        """``(sql, args)`` statements in one transaction: committed whole or rolled back."""
+        self._transaction(lambda conn: [conn.execute(sql, args) for sql, args in statements])
+
+    def _transaction(self, work):
+        """``work(connection)`` in one write transaction, taken at once (BEGIN IMMEDIATE: what it reads
+        cannot change before it writes, even from another process); its result, or StoreError."""
         with self._lock:
             try:
-                with self._conn:  # one transaction: committed whole or rolled back
-                    for sql, args in statements:
-                        self._conn.execute(sql, args)
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._conn)
+                    self._conn.commit()
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                return result
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: the edit could not be saved ({exc})") from None
 
@@ -102,24 +121,42 @@ class AnnotationStore:
                 raise StoreError(f"{self.path}: cannot read the annotation store ({exc})") from None
 
     # ---------------------------------------------------------------------------------------------
-    def sync(self, name: str, records: list[Record], cursor_seq: int) -> None:
-        """Make the stored history of ``name`` equal ``records`` (new ones inserted, dropped ones deleted)
-        with ``cursor_seq`` shown, in one transaction."""
-        stored = {seq for (seq,) in self._read("SELECT seq FROM states WHERE name = ?", (name,))}
-        keep = {r.seq for r in records}
-        statements = [("DELETE FROM states WHERE name = ? AND seq = ?", (name, seq)) for seq in sorted(stored - keep)]
-        for record in records:
-            if record.seq not in stored:
-                statements.append((
-                    "INSERT INTO states (name, seq, action, points, fixed, confidence) VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, record.seq, record.action, json.dumps(record.points_xy),
-                     json.dumps({str(i): list(xy) for i, xy in record.fixed_xy.items()}),
-                     json.dumps(record.confidence))))
-        statements.append((
-            "INSERT INTO images (name, cursor_seq, updated) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET cursor_seq = excluded.cursor_seq, updated = excluded.updated",
-            (name, cursor_seq, time.time())))
-        self._write(statements)
+    def sync(self, name: str, records: list[Record], cursor_seq: int | None = None) -> tuple[list[int], int]:
+        """Make the stored history of ``name`` equal ``records``, in one transaction: records with seq
+        None are new and numbered here (after every seq the image has), stored entries missing from
+        ``records`` are deleted. ``cursor_seq`` is the shown entry (None: the last record). Returns
+        (the seq of every record, in order; the image's new version)."""
+
+        def work(conn: sqlite3.Connection) -> tuple[list[int], int]:
+            stored = {seq for (seq,) in conn.execute("SELECT seq FROM states WHERE name = ?", (name,))}
+            next_seq = 1 + max(stored, default=-1)
+            seqs = []
+            for record in records:
+                seq = record.seq
+                if seq is None or seq not in stored:
+                    if seq is None:
+                        seq, next_seq = next_seq, next_seq + 1
+                    conn.execute(
+                        "INSERT INTO states (name, seq, action, points, fixed, confidence) VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, seq, record.action, json.dumps(record.points_xy),
+                         json.dumps({str(i): list(xy) for i, xy in record.fixed_xy.items()}),
+                         json.dumps(record.confidence)))
+                seqs.append(seq)
+            for seq in sorted(stored - set(seqs)):
+                conn.execute("DELETE FROM states WHERE name = ? AND seq = ?", (name, seq))
+            shown = seqs[-1] if cursor_seq is None else cursor_seq
+            conn.execute("INSERT INTO images (name, cursor_seq, updated, version) VALUES (?, ?, ?, 1) "
+                         "ON CONFLICT(name) DO UPDATE SET cursor_seq = excluded.cursor_seq, "
+                         "updated = excluded.updated, version = version + 1", (name, shown, time.time()))
+            (version,), = conn.execute("SELECT version FROM images WHERE name = ?", (name,))
+            return seqs, version
+
+        return self._transaction(work)
+
+    def version(self, name: str) -> int:
+        """How many changes ``name`` has had (0: never saved)."""
+        rows = self._read("SELECT version FROM images WHERE name = ?", (name,))
+        return rows[0][0] if rows else 0
 
     def history(self, name: str) -> tuple[list[Record], int | None]:
         """(records in seq order, the shown seq); ([], None) for an image never edited."""
@@ -136,10 +173,18 @@ class AnnotationStore:
                           "ON s.name = i.name AND s.seq = i.cursor_seq WHERE i.name = ?", (name,))
         return _record(rows[0]) if rows else None
 
-    def set_done(self, name: str, done: bool) -> None:
+    def set_done(self, name: str, done: bool) -> int:
+        """Mark ``name`` done or not; returns its new version."""
         if not self._read("SELECT 1 FROM images WHERE name = ?", (name,)):
             raise StoreError(f"{name}: has no saved points yet; open it before marking it done")
-        self._write([("UPDATE images SET done = ?, updated = ? WHERE name = ?", (int(done), time.time(), name))])
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE images SET done = ?, updated = ?, version = version + 1 WHERE name = ?",
+                         (int(done), time.time(), name))
+            (version,), = conn.execute("SELECT version FROM images WHERE name = ?", (name,))
+            return version
+
+        return self._transaction(work)
 
     def is_done(self, name: str) -> bool:
         return bool(self._read("SELECT 1 FROM images WHERE name = ? AND done = 1", (name,)))

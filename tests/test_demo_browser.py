@@ -640,3 +640,80 @@ def test_annotating_a_folder_in_a_real_browser(browser, predictor, tmp_path):
 def first_or(doc: dict, index: int):
     """The point as drawn (accepting must not move it)."""
     return doc["points"][index]
+
+
+# --------------------------------------------------------------------------------------------------
+# two tabs on one image: the stale tab's edit is refused and the tab shows the image as it is now
+# --------------------------------------------------------------------------------------------------
+def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_browser(browser, predictor, tmp_path):
+    import cv2
+
+    from dataset.synthetic import make_sample
+    from demo.server import DemoApp
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+
+    chrome = browser
+    images = tmp_path / "xrays"
+    images.mkdir()
+    sample = make_sample(0, "test", 20, scale=0.5)
+    cv2.imwrite(str(images / sample.name), sample.image)
+    store = AnnotationStore(images / STORE_NAME)
+    server = serve(DemoApp(predictor, worklist=Worklist(images), store=store))
+    tab1 = chrome.session
+    target2 = chrome.browser_call("Target.createTarget", url="about:blank")["targetId"]
+    tab2 = chrome.browser_call("Target.attachToTarget", targetId=target2, flatten=True)["sessionId"]
+
+    def switch(session: str) -> None:  # the helpers speak to chrome.session; a tab in front draws frames
+        chrome.session = session
+        chrome.call("Page.bringToFront")
+
+    try:
+        for tab in (tab1, tab2):
+            switch(tab)
+            chrome.call("Runtime.enable")
+            chrome.call("Page.enable")
+            open_page(chrome, server.url)
+        opened = state(chrome)
+
+        switch(tab1)  # tab 1 fixes a point
+        refines = chrome.evaluate("window.demoStats.refines")
+        first, at = grabbable_point(chrome, 49)
+        chrome.drag(at, free_spot(chrome, at))
+        chrome.wait_for(f"window.demoStats.refines > {refines} && !document.body.classList.contains('busy')",
+                        "tab 1's refinement")
+        in_tab1 = state(chrome)
+        assert str(first) in in_tab1["fixed"] and in_tab1["version"] > opened["version"]
+
+        switch(tab2)  # tab 2 still shows the image as opened, and fixes another point
+        assert state(chrome)["version"] == opened["version"]
+        second, at = grabbable_point(chrome, 47, exclude=[first])
+        chrome.drag(at, free_spot(chrome, at))
+        chrome.wait_for("document.getElementById('status').textContent.includes('changed elsewhere: reloaded')",
+                        "the conflict message in tab 2")
+        chrome.wait_for("!document.body.classList.contains('busy')", "tab 2 idle")
+        in_tab2 = state(chrome)
+        assert (in_tab2["version"], in_tab2["points"], in_tab2["fixed"]) == \
+            (in_tab1["version"], in_tab1["points"], in_tab1["fixed"]), "tab 2 does not show the image as it is now"
+        assert chrome.evaluate(f"document.getElementById('kp-{first}').classList.contains('fixed')")
+        assert not chrome.evaluate(f"document.getElementById('kp-{second}').classList.contains('fixed')")
+        assert chrome.evaluate("window.demoStats.conflicts") == 1
+
+        records, cursor_seq = store.history(sample.name)  # the store kept tab 1's edit, nothing of tab 2's
+        current = next(r for r in records if r.seq == cursor_seq)
+        assert current.points_xy == in_tab1["points"] and sorted(current.fixed_xy) == [first]
+
+        refines = chrome.evaluate("window.demoStats.refines")  # now up to date, tab 2's edits go through
+        _, at = grabbable_point(chrome, 47, exclude=[first])
+        chrome.drag(at, free_spot(chrome, at))
+        chrome.wait_for(f"window.demoStats.refines > {refines} && !document.body.classList.contains('busy')",
+                        "tab 2's refinement")
+        assert str(first) in state(chrome)["fixed"] and len(state(chrome)["fixed"]) == 2
+        errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+        assert errors == [], errors
+    finally:
+        chrome.session = tab1
+        chrome.browser_call("Target.closeTarget", targetId=target2)
+        server.shutdown()
+        server.server_close()
+        store.close()

@@ -4,7 +4,9 @@
 // full state, which the page draws. Coordinates are (x, y) in original image pixels, which are also
 // the SVG user units (the <image> sits at 0,0 with its pixel size), so zoom/pan is the viewBox.
 // Requests run one after another (a promise chain); an edit made while a refinement is on its way
-// replaces the edits queued before it, so only the newest set of fixed points is sent.
+// replaces the edits queued before it, so only the newest set of fixed points is sent. Every edit
+// carries the version of the state it was made on: if the image changed elsewhere (another tab), the
+// server answers 409 with its current state, which the page shows instead ("changed elsewhere: reloaded").
 "use strict";
 
 (() => {
@@ -50,7 +52,7 @@
   const numbers = [];
 
   // Exposed for the browser test and for curious users (read only).
-  const stats = { refines: 0, lastRefineMs: null, refineMs: [], predicts: 0, errors: 0 };
+  const stats = { refines: 0, lastRefineMs: null, refineMs: [], predicts: 0, errors: 0, conflicts: 0 };
   window.demoStats = stats;
   window.demoState = () => doc;
 
@@ -70,6 +72,7 @@
       const answer = isJson ? await response.json() : null;
       const error = new Error(answer && answer.error ? answer.error : `HTTP ${response.status}`);
       error.status = response.status;
+      error.body = answer;
       throw error;
     }
     const body = isJson && !raw ? await response.json() : await response.blob();
@@ -432,8 +435,19 @@
     updatePanel();
   }
 
-  // An action failed: show the stored state again (the edit is not drawn as fixed) and say so.
+  // An action failed: show the stored state again (the edit is not drawn as fixed) and say so. A
+  // conflict (the image changed elsewhere) brings the server's current state: that is drawn instead.
   function revert(err) {
+    if (err.status === 409 && err.body && err.body.conflict && doc && err.body.session === doc.session) {
+      refineSeq += 1;
+      selected = null;
+      applyState(err.body);
+      setBusy(false);
+      stats.conflicts += 1;
+      setStatus("This image was changed elsewhere: reloaded (your last edit was not applied).", true);
+      if (doc.persistent && worklist.length) loadWorklist().catch(() => {});
+      return;
+    }
     markNotSaved(err.message);
     if (saved) {
       refineSeq += 1;
@@ -455,7 +469,7 @@
     updatePanel();
     enqueue(async () => {
       if (seq !== refineSeq) return; // a newer edit follows and sends the newer fixed points
-      const state = await postJson("/api/refine", { session: doc.session, fixed: doc.fixed });
+      const state = await postJson("/api/refine", { session: doc.session, fixed: doc.fixed, version: doc.version });
       if (seq !== refineSeq) return;
       applyState(state);
       await nextFrame();
@@ -492,7 +506,7 @@
   function simpleAction(path, extra = {}) {
     if (!doc) return;
     enqueue(async () => {
-      const state = await postJson(path, { session: doc.session, ...extra });
+      const state = await postJson(path, { session: doc.session, version: doc.version, ...extra });
       refineSeq += 1;
       setBusy(false);
       applyState(state);
