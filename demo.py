@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-remote", action="store_true",
-                        help="serve other computers too (needed for a --host other than loopback); the "
-                             "tool has no login: use only on a trusted network")
+                        help="serve other computers too (needed for a --host other than loopback): every "
+                             "request then needs the access token printed in the URL; plain HTTP, so use "
+                             "only on a trusted network")
     parser.add_argument("--max-upload-mb", type=float, default=30.0, help="largest accepted image file")
     parser.add_argument("--max-sessions", type=int, default=8, help="images kept in memory at once")
     parser.add_argument("--threads", type=int, default=0,
@@ -201,6 +202,12 @@ def main(argv=None) -> int:
           f"{backend}, {threads} CPU threads), ready in {time.perf_counter() - start:.1f} s")
     if worklist is not None:
         print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
+    if args.allow_remote:
+        print(f"WARNING: --allow-remote: other computers that can reach {args.host}:{server.port} may connect. "
+              f"Anyone with the URL below (its access token) can read and change every annotation, and the "
+              f"connection is plain HTTP (not encrypted): use only on a trusted network.")
+        for url in server.guard.remote_urls():
+            print(f"From another computer: {url}")
     print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)
     try:
         server.serve_forever()

@@ -33,8 +33,9 @@ A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fix
 "action", "version", "model_ms", "saved", "persistent", "done", "notes"}``; every fixed point in
 "points" is exactly the value sent.
 
-Safety: by default only loopback peers are served and the Host header must name the loopback address
-(against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
+Safety (``demo.access``): by default only loopback peers are served; the Host header must name this
+server (against DNS rebinding); with ``allow_remote`` every request needs the access token printed in the
+URL (401 without it); cross-origin POSTs are refused; bodies are size-limited before they are read;
 uploads stay in memory (never written to disk).
 """
 from __future__ import annotations
@@ -42,7 +43,6 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.utils
-import ipaddress
 import json
 import logging
 import math
@@ -57,6 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from demo.access import AccessDenied, AccessGuard, is_loopback
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
@@ -502,13 +503,6 @@ class DemoApp:
 # ------------------------------------------------------------------------------------------------------
 # sockets
 # ------------------------------------------------------------------------------------------------------
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: "DemoHTTPServer"
     protocol_version = "HTTP/1.1"  # keep-alive: the page's refinements reuse one connection
@@ -525,24 +519,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         try:
-            request = self._read_request(method)
-        except HTTPError as exc:
+            request, set_cookie = self._read_request(method)
+        except (HTTPError, AccessDenied) as exc:
             self.close_connection = True
             self._send(Response.json({"error": exc.message}, exc.status), close=True)
             return
-        self._send(self.server.app.handle(request))
+        response = self.server.app.handle(request)
+        if set_cookie:
+            response.headers["Set-Cookie"] = set_cookie
+        self._send(response)
 
-    def _read_request(self, method: str) -> Request:
+    def _read_request(self, method: str) -> tuple[Request, str | None]:
+        """(the request, a Set-Cookie value or None); HTTPError or AccessDenied if refused."""
         srv = self.server
-        if not srv.allow_remote:
-            if not _is_loopback(self.client_address[0]):
-                raise HTTPError(403, "this server only answers the computer it runs on (start it with "
-                                     "--allow-remote to change that)")
-            host = self.headers.get("Host", "")
-            if host.lower() not in srv.allowed_hosts:
-                raise HTTPError(403, f"Host {host!r} refused: open the page as http://127.0.0.1:{srv.port}/")
         url = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        query = parse_qs(url.query, keep_blank_values=True)
+        set_cookie = srv.guard.check(self.client_address[0], headers, query)
         origin = headers.get("origin")
         if method == "POST" and origin is not None and origin != f"http://{headers.get('host', '')}":
             raise HTTPError(403, f"cross-origin request from {origin!r} refused")
@@ -565,7 +558,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(length)
             if len(body) != length:
                 raise HTTPError(400, "the request body ended early")
-        return Request(method, url.path, parse_qs(url.query, keep_blank_values=True), headers, body)
+        return Request(method, url.path, query, headers, body), set_cookie
 
     def _discard(self, length: int, limit: int) -> None:
         """Read and drop a refused body (up to a bound), so the client sees the 413 instead of a reset."""
@@ -609,36 +602,32 @@ class DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, app: DemoApp, allow_remote: bool):
+    def __init__(self, address, app: DemoApp, allow_remote: bool, token: str | None = None):
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app, self.allow_remote = app, allow_remote
         super().__init__(address, _Handler)
         self.port = self.server_address[1]
-        bound = self.server_address[0]
-        self.url_host = _url_host(bound)
-        # the names a page on this server may use in its Host header (DNS-rebinding guard): the
-        # loopback names and the address it listens on (e.g. --host 127.0.0.2)
-        self.allowed_hosts = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]", self.url_host)}
+        self.guard = AccessGuard(self.port, self.server_address[0], allow_remote, token)
+        self.url_host, self.token = self.guard.url_host, self.guard.token
 
     @property
     def url(self) -> str:
-        """An address a browser on this computer can open (a wildcard address is not one)."""
-        return f"http://{self.url_host}:{self.port}/"
+        """An address a browser on this computer can open (a wildcard address is not one), with the
+        access token when the server needs one."""
+        return self.guard.url()
 
-
-def _url_host(bound: str) -> str:
-    if bound in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if bound == "::":
-        return "[::1]"
-    return f"[{bound}]" if ":" in bound else bound
+    @property
+    def origin(self) -> str:
+        """``http://host:port`` without path or token (API clients add ``?token=`` themselves)."""
+        return f"http://{self.url_host}:{self.port}"
 
 
 def create_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8765,
-                  allow_remote: bool = False) -> DemoHTTPServer:
-    """Bind (port 0 = any free port). A non-loopback ``host`` needs ``allow_remote=True``."""
-    if not allow_remote and not (_is_loopback(host) or host == "localhost"):
+                  allow_remote: bool = False, token: str | None = None) -> DemoHTTPServer:
+    """Bind (port 0 = any free port). A non-loopback ``host`` needs ``allow_remote=True``, which also
+    makes every request need an access token (``token``, or a new random one: ``server.token``)."""
+    if not allow_remote and not (is_loopback(host) or host == "localhost"):
         raise ValueError(f"refusing to listen on {host!r}: the tool serves only this computer unless "
                          f"allow_remote is set (command line: --allow-remote)")
-    return DemoHTTPServer((host, port), app, allow_remote)
+    return DemoHTTPServer((host, port), app, allow_remote, token)
