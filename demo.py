@@ -132,12 +132,12 @@ def export_main(args) -> int:
     from demo.dataset_export import ExportError, export_folder
     from demo.images import ImageError
     from demo.store import StoreError
-    from demo.worklist import AnnotationFileError
+    from demo.worklist import AnnotationFileError, ImageMissing
 
     try:
         worklist, store = open_folder(args)
         report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=args.test_share)
-    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError) as exc:
+    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError, ImageMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {report['path']}: {report['training']} training and {report['test']} test images")

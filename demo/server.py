@@ -64,7 +64,7 @@ from demo.predictor import KeypointPredictor
 from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
                           SessionStore, State, keypoint_names, parse_fixed, vertebra_names)
 from demo.store import AnnotationStore, StoreError
-from demo.worklist import AnnotationFileError, Worklist
+from demo.worklist import AnnotationFileError, ImageMissing, Worklist
 
 __all__ = ["DemoApp", "Request", "Response", "create_server", "parse_multipart", "FormPart",
            "DEFAULT_MAX_UPLOAD_BYTES", "STATIC_DIR"]
@@ -193,6 +193,7 @@ class DemoApp:
             raise ValueError("a worklist needs a store and a store a worklist")
         self.worklist, self.store = worklist, store
         self._open_lock = threading.Lock()  # one image opened at a time (decode + first prediction)
+        self._export_lock = threading.Lock()
         self.max_upload_bytes = int(max_upload_bytes)
         self.examples = examples if examples is not None else ExampleImages()
         k = predictor.num_keypoints
@@ -243,6 +244,8 @@ class DemoApp:
             return Response.json({"error": f"NOT saved: {exc}", "saved": False}, 503)
         except AnnotationFileError as exc:
             return Response.json({"error": str(exc)}, 422)
+        except ImageMissing as exc:
+            return Response.json({"error": str(exc)}, 404)
         except NothingToUndo as exc:
             return Response.json({"error": str(exc)}, 409)
         except Exception as exc:  # noqa: BLE001 - the page must get a message, the log the traceback
@@ -328,13 +331,16 @@ class DemoApp:
     def _open(self, request: Request) -> Response:
         name = self._json_body(request).get("name")
         self._need_worklist()
-        session = self._folder_session(f"{FOLDER_PREFIX}{name}" if isinstance(name, str) else None)
+        if not isinstance(name, str):
+            raise InputError(f"'name' must be the file name of an image of the folder, got {name!r:.100}")
+        session = self._folder_session(f"{FOLDER_PREFIX}{name}")
         body = self._state_json(session, session.current)
         body["image_url"] = f"/api/image?session={quote(session.session_id)}"
         return Response.json(body)
 
-    def _folder_session(self, session_id) -> AnnotationSession:
-        """An open folder image, or the image opened again from the folder and the store."""
+    def _folder_session(self, session_id, create: bool = True) -> AnnotationSession:
+        """An open folder image, or the image opened again from the folder and the store. ``create=False``
+        (GET requests, which change nothing): an image with no saved history is not opened (404)."""
         found = self.sessions.find(session_id)
         if found is not None or not (self.worklist and isinstance(session_id, str)
                                      and session_id.startswith(FOLDER_PREFIX)):
@@ -348,8 +354,10 @@ class DemoApp:
             found = self.sessions.find(session_id)
             if found is not None:
                 return found
-            gray = self.worklist.read(name)
             records, cursor_seq = self.store.history(name)
+            if not records and not create:
+                raise HTTPError(404, f"{name} has not been opened yet: open it first (POST /api/open)")
+            gray = self.worklist.read(name)
             loaded, notes = None, []
             if not records:
                 found_file = self.worklist.existing_annotation(name, self.predictor.num_keypoints,
@@ -373,8 +381,8 @@ class DemoApp:
             self.sessions.discard(session.session_id)  # memory is ahead of the store: reopen from the store
             raise
 
-    def _session(self, session_id) -> AnnotationSession:
-        return self._folder_session(session_id) if self.worklist else self.sessions.get(session_id)
+    def _session(self, session_id, create: bool = True) -> AnnotationSession:
+        return self._folder_session(session_id, create) if self.worklist else self.sessions.get(session_id)
 
     def _done(self, request: Request) -> Response:
         body = self._json_body(request)
@@ -395,12 +403,19 @@ class DemoApp:
         every = body.get("all", False)
         if not isinstance(every, bool):
             raise InputError("'all' must be true or false")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = worklist.annotations_dir / "exports" / f"boostnet_labeldata-{stamp}"
-        try:
-            report = export_folder(worklist, self.store, out, every=every, num_keypoints=self.predictor.num_keypoints)
-        except ExportError as exc:
-            raise InputError(str(exc)) from None
+        with self._export_lock:  # one at a time: each gets a folder of its own
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            exports = worklist.annotations_dir / "exports"
+            out = exports / f"boostnet_labeldata-{stamp}"
+            for n in range(2, 1000):
+                if not out.exists():
+                    break
+                out = exports / f"boostnet_labeldata-{stamp}-{n}"
+            try:
+                report = export_folder(worklist, self.store, out, every=every,
+                                       num_keypoints=self.predictor.num_keypoints)
+            except ExportError as exc:
+                raise InputError(str(exc)) from None
         return Response.json(report)
 
     def _refine(self, request: Request) -> Response:
@@ -434,15 +449,15 @@ class DemoApp:
         return Response.json(self._state_json(session, session.accept(points)))
 
     def _state(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"), create=False)
         return Response.json(self._state_json(session, session.current))
 
     def _image(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"), create=False)
         return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _export(self, request: Request) -> Response:
-        session = self._session(self._query_one(request, "session"))
+        session = self._session(self._query_one(request, "session"), create=False)
         fmt = self._query_one(request, "format")
         if fmt not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -479,6 +494,8 @@ class DemoApp:
             raise InputError("the JSON body is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise InputError(f"the body holds a number with too many digits ({exc})") from None
         if not isinstance(body, dict):
             raise InputError(f"the body must be a JSON object, got {type(body).__name__}")
         return body
