@@ -117,14 +117,20 @@ def load_predictor(args):
 
 def open_folder(args):
     """(Worklist, AnnotationStore) of --images/--annotations; ValueError/StoreError with a message."""
-    from demo.store import STORE_NAME, AnnotationStore
+    from demo.store import STORE_NAME, AnnotationStore, StoreError
     from demo.worklist import Worklist
 
     worklist = Worklist(args.images, args.annotations)
     if not worklist.names():
         raise ValueError(f"{worklist.images_dir}: no .jpg, .jpeg or .png images in this folder")
     worklist.annotations_dir.mkdir(parents=True, exist_ok=True)
-    return worklist, AnnotationStore(worklist.annotations_dir / STORE_NAME)
+    store = AnnotationStore(worklist.annotations_dir / STORE_NAME)
+    try:
+        store.check_folder(worklist.images_dir, worklist.names())
+    except StoreError:
+        store.close()
+        raise
+    return worklist, store
 
 
 def export_main(args) -> int:
