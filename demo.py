@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-remote", action="store_true",
-                        help="serve other computers too (needed for a --host other than loopback); the "
-                             "tool has no login: use only on a trusted network")
+                        help="serve other computers too (needed for a --host other than loopback): every "
+                             "request then needs the access token printed in the URL; plain HTTP, so use "
+                             "only on a trusted network")
     parser.add_argument("--max-upload-mb", type=float, default=30.0, help="largest accepted image file")
     parser.add_argument("--max-sessions", type=int, default=8, help="images kept in memory at once")
     parser.add_argument("--threads", type=int, default=0,
@@ -116,14 +117,20 @@ def load_predictor(args):
 
 def open_folder(args):
     """(Worklist, AnnotationStore) of --images/--annotations; ValueError/StoreError with a message."""
-    from demo.store import STORE_NAME, AnnotationStore
+    from demo.store import STORE_NAME, AnnotationStore, StoreError
     from demo.worklist import Worklist
 
     worklist = Worklist(args.images, args.annotations)
     if not worklist.names():
         raise ValueError(f"{worklist.images_dir}: no .jpg, .jpeg or .png images in this folder")
     worklist.annotations_dir.mkdir(parents=True, exist_ok=True)
-    return worklist, AnnotationStore(worklist.annotations_dir / STORE_NAME)
+    store = AnnotationStore(worklist.annotations_dir / STORE_NAME)
+    try:
+        store.check_folder(worklist.images_dir, worklist.names())
+    except StoreError:
+        store.close()
+        raise
+    return worklist, store
 
 
 def export_main(args) -> int:
@@ -131,12 +138,12 @@ def export_main(args) -> int:
     from demo.dataset_export import ExportError, export_folder
     from demo.images import ImageError
     from demo.store import StoreError
-    from demo.worklist import AnnotationFileError
+    from demo.worklist import AnnotationFileError, ImageMissing
 
     try:
         worklist, store = open_folder(args)
         report = export_folder(worklist, store, Path(args.export), every=args.all, test_share=args.test_share)
-    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError) as exc:
+    except (ValueError, OSError, StoreError, ExportError, ImageError, AnnotationFileError, ImageMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {report['path']}: {report['training']} training and {report['test']} test images")
@@ -201,6 +208,12 @@ def main(argv=None) -> int:
           f"{backend}, {threads} CPU threads), ready in {time.perf_counter() - start:.1f} s")
     if worklist is not None:
         print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
+    if args.allow_remote:
+        print(f"WARNING: --allow-remote: other computers that can reach {args.host}:{server.port} may connect. "
+              f"Anyone with the URL below (its access token) can read and change every annotation, and the "
+              f"connection is plain HTTP (not encrypted): use only on a trusted network.")
+        for url in server.guard.remote_urls():
+            print(f"From another computer: {url}")
     print(f"Open {server.url} in a browser (Ctrl+C stops the server)", flush=True)
     try:
         server.serve_forever()

@@ -26,7 +26,7 @@ import scipy.io
 from PIL import Image
 
 from demo.store import AnnotationStore
-from demo.worklist import Worklist
+from demo.worklist import ImageMissing, Worklist
 
 __all__ = ["ExportError", "export_folder", "split_names", "DEFAULT_TEST_SHARE"]
 
@@ -55,7 +55,12 @@ def _copyable(path: Path) -> bool:
 
 
 def _selected(worklist: Worklist, store: AnnotationStore, every: bool, num_keypoints: int) -> dict:
-    """{name: points (K, 2)} of the images to export."""
+    """{name: points (K, 2)} of the images to export; ImageMissing if one of them left the folder."""
+    gone = [name for name in worklist.missing() if store.current(name) is not None and (every or store.is_done(name))]
+    if gone:
+        raise ImageMissing(f"{len(gone)} annotated image(s) were removed from {worklist.images_dir} after the "
+                           f"server started ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}): put them "
+                           f"back, or restart the server to export without them")
     chosen = {}
     for name in worklist.names():
         record = store.current(name)
@@ -118,6 +123,9 @@ def export_folder(worklist: Worklist, store: AnnotationStore, out: Path, *, ever
                 angles.append(cobb_angles(points_xy, rows, degenerate="zero")["angles"])
             write_label_csvs(label_dir, names, points, sizes, angles)
         os.replace(tmp, out)
+    except FileNotFoundError as exc:  # an image removed while the export ran
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageMissing(f"{exc.filename}: removed from the folder during the export; nothing was written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

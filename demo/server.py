@@ -38,8 +38,10 @@ Every edit (refine, accept, undo, redo, reset, done) may carry ``"version"``: th
 made on. If the image changed since (another tab), nothing is changed and the answer is 409 with the
 current state. Versions of folder images are counted by the store, so they hold across restarts.
 
-Safety: by default only loopback peers are served and the Host header must name the loopback address
-(against DNS rebinding); cross-origin POSTs are refused; bodies are size-limited before they are read;
+
+Safety (``demo.access``): by default only loopback peers are served; the Host header must name this
+server (against DNS rebinding); with ``allow_remote`` every request needs the access token printed in the
+URL (401 without it); cross-origin POSTs are refused; bodies are size-limited before they are read;
 uploads stay in memory (never written to disk).
 """
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.utils
-import ipaddress
 import json
 import logging
 import math
@@ -63,13 +64,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from demo.access import AccessDenied, AccessGuard, is_loopback
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
 from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
                           SessionStore, State, VersionConflict, keypoint_names, parse_fixed, vertebra_names)
 from demo.store import AnnotationStore, StoreError
-from demo.worklist import AnnotationFileError, Worklist
+from demo.worklist import AnnotationFileError, ImageMissing, Worklist
 
 __all__ = ["DemoApp", "Request", "Response", "create_server", "parse_multipart", "FormPart",
            "DEFAULT_MAX_UPLOAD_BYTES", "STATIC_DIR"]
@@ -198,6 +200,7 @@ class DemoApp:
             raise ValueError("a worklist needs a store and a store a worklist")
         self.worklist, self.store = worklist, store
         self._open_lock = threading.Lock()  # one image opened at a time (decode + first prediction)
+        self._export_lock = threading.Lock()
         self.max_upload_bytes = int(max_upload_bytes)
         self.examples = examples if examples is not None else ExampleImages()
         k = predictor.num_keypoints
@@ -248,6 +251,8 @@ class DemoApp:
             return Response.json({"error": f"NOT saved: {exc}", "saved": False}, 503)
         except AnnotationFileError as exc:
             return Response.json({"error": str(exc)}, 422)
+        except ImageMissing as exc:
+            return Response.json({"error": str(exc)}, 404)
         except NothingToUndo as exc:
             return Response.json({"error": str(exc)}, 409)
         except Exception as exc:  # noqa: BLE001 - the page must get a message, the log the traceback
@@ -334,16 +339,21 @@ class DemoApp:
     def _open(self, request: Request) -> Response:
         name = self._json_body(request).get("name")
         self._need_worklist()
-        with self._using(f"{FOLDER_PREFIX}{name}" if isinstance(name, str) else None) as session, session.lock:
+        if not isinstance(name, str):
+            raise InputError(f"'name' must be the file name of an image of the folder, got {name!r:.100}")
+        with self._using(f"{FOLDER_PREFIX}{name}") as session, session.lock:
             body = self._state_json(session, session.current)
         body["image_url"] = f"/api/image?session={quote(session.session_id)}"
         return Response.json(body)
 
     @contextmanager
-    def _using(self, session_id):
+    def _using(self, session_id, create: bool = True):
         """The session (a folder image reopened if needed), used by this request: while any request uses
-        it, it stays the image's one live object. A stale edit inside becomes 409 with the current state."""
-        session = self._folder_session(session_id) if self.worklist else self.sessions.get(session_id, use=True)
+        it, it stays the image's one live object. A stale edit inside becomes 409 with the current state.
+        ``create=False`` (GET requests, which change nothing): a folder image with no saved history is
+        not opened (404)."""
+        session = (self._folder_session(session_id, create) if self.worklist
+                   else self.sessions.get(session_id, use=True))
         try:
             yield session
         except VersionConflict as exc:
@@ -353,9 +363,10 @@ class DemoApp:
         finally:
             self.sessions.release(session)
 
-    def _folder_session(self, session_id) -> AnnotationSession:
+    def _folder_session(self, session_id, create: bool = True) -> AnnotationSession:
         """An open folder image, or the image opened again from the folder and the store; in use by the
-        caller until ``self.sessions.release``."""
+        caller until ``self.sessions.release``. ``create=False``: an image with no saved history is not
+        opened (404)."""
         found = self.sessions.find(session_id, use=True)
         if found is not None or not (self.worklist and isinstance(session_id, str)
                                      and session_id.startswith(FOLDER_PREFIX)):
@@ -369,8 +380,10 @@ class DemoApp:
             found = self.sessions.find(session_id, use=True)
             if found is not None:
                 return found
-            gray = self.worklist.read(name)
             records, cursor_seq = self.store.history(name)
+            if not records and not create:
+                raise HTTPError(404, f"{name} has not been opened yet: open it first (POST /api/open)")
+            gray = self.worklist.read(name)
             loaded, notes = None, []
             if not records:
                 found_file = self.worklist.existing_annotation(name, self.predictor.num_keypoints,
@@ -427,12 +440,19 @@ class DemoApp:
         every = body.get("all", False)
         if not isinstance(every, bool):
             raise InputError("'all' must be true or false")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = worklist.annotations_dir / "exports" / f"boostnet_labeldata-{stamp}"
-        try:
-            report = export_folder(worklist, self.store, out, every=every, num_keypoints=self.predictor.num_keypoints)
-        except ExportError as exc:
-            raise InputError(str(exc)) from None
+        with self._export_lock:  # one at a time: each gets a folder of its own
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            exports = worklist.annotations_dir / "exports"
+            out = exports / f"boostnet_labeldata-{stamp}"
+            for n in range(2, 1000):
+                if not out.exists():
+                    break
+                out = exports / f"boostnet_labeldata-{stamp}-{n}"
+            try:
+                report = export_folder(worklist, self.store, out, every=every,
+                                       num_keypoints=self.predictor.num_keypoints)
+            except ExportError as exc:
+                raise InputError(str(exc)) from None
         return Response.json(report)
 
     def _refine(self, request: Request) -> Response:
@@ -469,15 +489,15 @@ class DemoApp:
             return self._edit(session, body, session.accept, points)
 
     def _state(self, request: Request) -> Response:
-        with self._using(self._query_one(request, "session")) as session, session.lock:
+        with self._using(self._query_one(request, "session"), create=False) as session, session.lock:
             return Response.json(self._state_json(session, session.current))
 
     def _image(self, request: Request) -> Response:
-        with self._using(self._query_one(request, "session")) as session:
+        with self._using(self._query_one(request, "session"), create=False) as session:
             return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _export(self, request: Request) -> Response:
-        with self._using(self._query_one(request, "session")) as session, session.lock:
+        with self._using(self._query_one(request, "session"), create=False) as session, session.lock:
             return self._export_session(session, request)
 
     def _export_session(self, session: AnnotationSession, request: Request) -> Response:
@@ -517,6 +537,8 @@ class DemoApp:
             raise InputError("the JSON body is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise InputError(f"the body holds a number with too many digits ({exc})") from None
         if not isinstance(body, dict):
             raise InputError(f"the body must be a JSON object, got {type(body).__name__}")
         return body
@@ -541,13 +563,6 @@ class DemoApp:
 # ------------------------------------------------------------------------------------------------------
 # sockets
 # ------------------------------------------------------------------------------------------------------
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: "DemoHTTPServer"
     protocol_version = "HTTP/1.1"  # keep-alive: the page's refinements reuse one connection
@@ -564,24 +579,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         try:
-            request = self._read_request(method)
-        except HTTPError as exc:
+            request, set_cookie = self._read_request(method)
+        except (HTTPError, AccessDenied) as exc:
             self.close_connection = True
             self._send(Response.json({"error": exc.message}, exc.status), close=True)
             return
-        self._send(self.server.app.handle(request))
+        response = self.server.app.handle(request)
+        if set_cookie:
+            response.headers["Set-Cookie"] = set_cookie
+        self._send(response)
 
-    def _read_request(self, method: str) -> Request:
+    def _read_request(self, method: str) -> tuple[Request, str | None]:
+        """(the request, a Set-Cookie value or None); HTTPError or AccessDenied if refused."""
         srv = self.server
-        if not srv.allow_remote:
-            if not _is_loopback(self.client_address[0]):
-                raise HTTPError(403, "this server only answers the computer it runs on (start it with "
-                                     "--allow-remote to change that)")
-            host = self.headers.get("Host", "")
-            if host.lower() not in srv.allowed_hosts:
-                raise HTTPError(403, f"Host {host!r} refused: open the page as http://127.0.0.1:{srv.port}/")
         url = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        query = parse_qs(url.query, keep_blank_values=True)
+        set_cookie = srv.guard.check(self.client_address[0], headers, query)
         origin = headers.get("origin")
         if method == "POST" and origin is not None and origin != f"http://{headers.get('host', '')}":
             raise HTTPError(403, f"cross-origin request from {origin!r} refused")
@@ -604,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(length)
             if len(body) != length:
                 raise HTTPError(400, "the request body ended early")
-        return Request(method, url.path, parse_qs(url.query, keep_blank_values=True), headers, body)
+        return Request(method, url.path, query, headers, body), set_cookie
 
     def _discard(self, length: int, limit: int) -> None:
         """Read and drop a refused body (up to a bound), so the client sees the 413 instead of a reset."""
@@ -649,36 +663,32 @@ class DemoHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # pending connections (the default 5 resets the 6th of many clients at once)
 
-    def __init__(self, address, app: DemoApp, allow_remote: bool):
+    def __init__(self, address, app: DemoApp, allow_remote: bool, token: str | None = None):
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app, self.allow_remote = app, allow_remote
         super().__init__(address, _Handler)
         self.port = self.server_address[1]
-        bound = self.server_address[0]
-        self.url_host = _url_host(bound)
-        # the names a page on this server may use in its Host header (DNS-rebinding guard): the
-        # loopback names and the address it listens on (e.g. --host 127.0.0.2)
-        self.allowed_hosts = {f"{name}:{self.port}" for name in ("127.0.0.1", "localhost", "[::1]", self.url_host)}
+        self.guard = AccessGuard(self.port, self.server_address[0], allow_remote, token)
+        self.url_host, self.token = self.guard.url_host, self.guard.token
 
     @property
     def url(self) -> str:
-        """An address a browser on this computer can open (a wildcard address is not one)."""
-        return f"http://{self.url_host}:{self.port}/"
+        """An address a browser on this computer can open (a wildcard address is not one), with the
+        access token when the server needs one."""
+        return self.guard.url()
 
-
-def _url_host(bound: str) -> str:
-    if bound in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if bound == "::":
-        return "[::1]"
-    return f"[{bound}]" if ":" in bound else bound
+    @property
+    def origin(self) -> str:
+        """``http://host:port`` without path or token (API clients add ``?token=`` themselves)."""
+        return f"http://{self.url_host}:{self.port}"
 
 
 def create_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8765,
-                  allow_remote: bool = False) -> DemoHTTPServer:
-    """Bind (port 0 = any free port). A non-loopback ``host`` needs ``allow_remote=True``."""
-    if not allow_remote and not (_is_loopback(host) or host == "localhost"):
+                  allow_remote: bool = False, token: str | None = None) -> DemoHTTPServer:
+    """Bind (port 0 = any free port). A non-loopback ``host`` needs ``allow_remote=True``, which also
+    makes every request need an access token (``token``, or a new random one: ``server.token``)."""
+    if not allow_remote and not (is_loopback(host) or host == "localhost"):
         raise ValueError(f"refusing to listen on {host!r}: the tool serves only this computer unless "
                          f"allow_remote is set (command line: --allow-remote)")
-    return DemoHTTPServer((host, port), app, allow_remote)
+    return DemoHTTPServer((host, port), app, allow_remote, token)

@@ -76,7 +76,10 @@ def keypoint_names(num_keypoints: int) -> list[str]:
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range (e.g. 401 digits)
+        return False
 
 
 def parse_fixed(obj, num_keypoints: int, width: int, height: int) -> dict[int, tuple[float, float]]:
@@ -89,11 +92,11 @@ def parse_fixed(obj, num_keypoints: int, width: int, height: int) -> dict[int, t
         raise InputError(f"'fixed' must be an object mapping point indices to [x, y], got {type(obj).__name__}")
     fixed: dict[int, tuple[float, float]] = {}
     for key, value in obj.items():
-        if not (isinstance(key, str) and key.isdecimal() and key.isascii() and str(int(key)) == key
-                and int(key) < num_keypoints):
-            raise InputError(f"'fixed' key {key!r} is not a point index 0..{num_keypoints - 1}")
+        if not (isinstance(key, str) and len(key) <= len(str(num_keypoints)) and key.isdecimal() and key.isascii()
+                and str(int(key)) == key and int(key) < num_keypoints):
+            raise InputError(f"'fixed' key {key!r:.40} is not a point index 0..{num_keypoints - 1}")
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_finite_number(v) for v in value)):
-            raise InputError(f"'fixed'[{key!r}] must be [x, y] with two finite numbers, got {value!r}")
+            raise InputError(f"'fixed'[{key!r}] must be [x, y] with two finite numbers, got {value!r:.80}")
         x, y = float(value[0]), float(value[1])
         if not (0 <= x <= width and 0 <= y <= height):
             raise InputError(f"'fixed'[{key!r}] = [{x}, {y}] lies outside the {width} x {height} image")

@@ -10,6 +10,11 @@ crash or a killed server leaves either the old or the new history, never half of
 grows by one row per edit instead of rewriting a file that holds all of it; two server threads (or a
 second process, e.g. ``demo.py --export`` while the server runs) read and write safely.
 
+A store is never silently replaced: a file that is empty (0 bytes, e.g. truncated while its write-ahead
+log still holds the history), not SQLite, damaged (``PRAGMA quick_check``) or another program's database
+is refused with a StoreError naming it, and left as it was (checked on a read-only connection, which
+cannot write or checkpoint). ``check_folder`` refuses a store whose images are none of the folder's.
+
 A record is one entry of an image's undo history: the points shown (K x (x, y) original pixels), the
 fixed points ({index: (x, y)}), the per-point confidence and the action that made it. Coordinates are
 stored as JSON numbers, which round-trip Python floats exactly.
@@ -30,6 +35,9 @@ from pathlib import Path
 __all__ = ["STORE_NAME", "Record", "AnnotationStore", "StoreError"]
 
 STORE_NAME = "keypoints.sqlite3"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_COLUMNS = {"images": {"name", "cursor_seq", "done", "updated"},
+            "states": {"name", "seq", "action", "points", "fixed", "confidence"}}  # at least these
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     name TEXT PRIMARY KEY,
@@ -75,6 +83,7 @@ class AnnotationStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._check_existing()
         try:
             self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
             # write-ahead log + FULL: an answered edit is on disk at one fsync per edit (the default
@@ -88,6 +97,56 @@ class AnnotationStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the annotation store ({exc})") from None
         self._lock = threading.Lock()
+
+    def _refuse(self, why: str) -> StoreError:
+        return StoreError(f"{self.path}: {why}; refusing to use it (nothing was changed): restore it, or move it "
+                          f"aside with its -wal and -shm files to start a new store")
+
+    def _check_existing(self) -> None:
+        """StoreError unless ``path`` is absent (a new store) or the tool's intact SQLite store."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        wal_bytes = wal.stat().st_size if wal.is_file() else 0
+        if not self.path.exists():
+            if wal_bytes:
+                raise self._refuse(f"is missing but its write-ahead log {wal.name} ({wal_bytes} bytes) is there")
+            return
+        if not self.path.is_file():
+            raise self._refuse("is not a file")
+        size = self.path.stat().st_size
+        if size == 0:
+            raise self._refuse("is empty (0 bytes)" + (f" but its write-ahead log {wal.name} holds {wal_bytes} bytes"
+                                                         if wal_bytes else ""))
+        with open(self.path, "rb") as handle:
+            if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                raise self._refuse("is not an SQLite database (malformed or another kind of file)")
+        try:  # read only: refusing must not write or checkpoint anything
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._refuse(f"cannot be opened ({exc})") from None
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise self._refuse(f"is damaged ({'; '.join(problems)[:300]})")
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table, needed in _COLUMNS.items():
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if tables and not needed <= columns:
+                    raise self._refuse(f"is not an annotation store of this tool (tables: "
+                                       f"{', '.join(sorted(tables))[:200]})")
+        except sqlite3.Error as exc:
+            raise self._refuse(f"is damaged or not an annotation store ({exc})") from None
+        finally:
+            conn.close()
+
+    def check_folder(self, images_dir: str | Path, names: list[str]) -> None:
+        """StoreError if the store holds work on images and none of them is among ``names`` (the
+        folder's images): it was made for another folder."""
+        stored = sorted(name for (name,) in self._read("SELECT name FROM images"))
+        if stored and not set(stored) & set(names):
+            shown = ", ".join(stored[:3]) + (", ..." if len(stored) > 3 else "")
+            raise StoreError(f"{self.path}: holds the work on {len(stored)} image(s) ({shown}), none of them in "
+                             f"{images_dir}: it belongs to another folder; refusing to use it (nothing was "
+                             f"changed): choose another --annotations folder, or move it aside")
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,9 @@ exist for it (the tool's own JSON/CSV exports or an AASCE ``<image file name>.ma
     found = worklist.existing_annotation(name, 68, width, height)   # Loaded or None
 
 Names are file names inside the folder (never paths): anything not in the listing is refused, so a
-request cannot reach another file.
+request cannot reach another file; a symlink that leads out of the folder is neither listed nor read.
+An image removed (or replaced by such a link) after the start leaves ``names()`` and raises
+``ImageMissing`` when asked for.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 from demo.export import export_filename
 from demo.images import ImageError, decode_upload
 
-__all__ = ["Worklist", "Loaded", "AnnotationFileError", "IMAGE_SUFFIXES", "read_annotation_file"]
+__all__ = ["Worklist", "Loaded", "AnnotationFileError", "ImageMissing", "IMAGE_SUFFIXES", "read_annotation_file"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared ignoring case
 MAX_IMAGE_FILE_BYTES = 200 * 2**20
@@ -33,6 +35,10 @@ MAX_ANNOTATION_FILE_BYTES = 4 * 2**20
 
 class AnnotationFileError(ValueError):
     """An existing annotation file cannot be used; the message names the file and says why."""
+
+
+class ImageMissing(LookupError):
+    """An image of the list is no longer in the folder (removed after the start); the message names it."""
 
 
 @dataclass
@@ -116,27 +122,47 @@ class Worklist:
         if not self.images_dir.is_dir():
             raise ValueError(f"{self.images_dir}: image folder not found")
         self.annotations_dir = Path(annotations_dir) if annotations_dir else self.images_dir
+        self._root = self.images_dir.resolve()
         self._names = sorted(n for n in os.listdir(self.images_dir)
-                             if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
-                             and (self.images_dir / n).is_file())
+                             if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES) and self._present(n))
         self._known = set(self._names)
 
+    def _present(self, name: str) -> bool:
+        """A regular file that is, after following links, inside the folder."""
+        path = self.images_dir / name
+        try:
+            return path.is_file() and path.resolve().is_relative_to(self._root)
+        except (OSError, RuntimeError):  # a link loop
+            return False
+
     def names(self) -> list[str]:
-        return list(self._names)
+        """The images of the list still in the folder, sorted."""
+        return [n for n in self._names if self._present(n)]
+
+    def missing(self) -> list[str]:
+        """Images listed at the start that are no longer in the folder."""
+        return [n for n in self._names if not self._present(n)]
 
     def path(self, name) -> Path:
-        """The file of an image of the list; KeyError for any other name."""
+        """The file of an image of the list; KeyError for any other name, ImageMissing if it was removed."""
         if not isinstance(name, str) or name not in self._known:
             raise KeyError(f"no image {name!r} in {self.images_dir}")
+        if not self._present(name):
+            raise ImageMissing(f"{self.images_dir / name}: no longer in the folder (removed after the server "
+                               f"started)")
         return self.images_dir / name
 
     def read(self, name: str) -> np.ndarray:
         """The image as uint8 (rows, cols) grayscale, decoded like an upload (same limits)."""
         path = self.path(name)
-        if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
-            raise ImageError(f"{path}: larger than {MAX_IMAGE_FILE_BYTES >> 20} MiB")
         try:
-            return decode_upload(path.read_bytes())
+            if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
+                raise ImageError(f"{path}: larger than {MAX_IMAGE_FILE_BYTES >> 20} MiB")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageMissing(f"{path}: no longer in the folder (removed after the server started)") from None
+        try:
+            return decode_upload(data)
         except ImageError as exc:
             raise ImageError(f"{path}: {exc}") from None
 

@@ -717,3 +717,50 @@ def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_bro
         server.shutdown()
         server.server_close()
         store.close()
+
+
+def test_remote_use_with_the_printed_token_in_a_real_browser(browser, predictor, tmp_path):
+    """--allow-remote: the printed URL (with its token) opens the folder page and edits work (the page's
+    later requests carry the cookie); the address without the token shows why it is refused."""
+    import cv2
+
+    from dataset.synthetic import make_sample
+    from demo.server import DemoApp, create_server
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+
+    chrome = browser
+    images = tmp_path / "xrays"
+    images.mkdir()
+    for index in range(2):
+        sample = make_sample(0, "test", 20 + index)
+        cv2.imwrite(str(images / sample.name), sample.image)
+    store = AnnotationStore(images / STORE_NAME)
+    server = create_server(DemoApp(predictor, worklist=Worklist(images), store=store), "127.0.0.1", 0,
+                           allow_remote=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        chrome.call("Runtime.enable")
+        chrome.call("Page.enable")
+        assert "?token=" in server.url
+        open_page(chrome, server.url)
+        assert chrome.evaluate("fetch(window.demoState().image_url).then(r => r.status)") == 200
+        refines = chrome.evaluate("window.demoStats.refines")
+        dragged, at = grabbable_point(chrome, 30)
+        chrome.drag(at, free_spot(chrome, at))
+        chrome.wait_for(f"window.demoStats.refines > {refines} && !document.body.classList.contains('busy')",
+                        "the refinement after the drag")
+        assert chrome.evaluate("document.getElementById('save-state').textContent") == "All changes saved."
+        name = state(chrome)["name"]
+        assert dragged in store.current(name).fixed_xy  # saved through the cookie-carrying page
+        # another browser profile (no cookie) at the address without the token: refused, and says why
+        chrome.call("Network.enable")
+        chrome.call("Network.clearBrowserCookies")
+        chrome.call("Page.navigate", url=server.origin + "/")
+        chrome.wait_for("document.readyState === 'complete' && document.body && "
+                        "document.body.textContent.includes('token')", "the refusal without the token")
+        assert chrome.evaluate("fetch('/api/info').then(r => r.status)") == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()

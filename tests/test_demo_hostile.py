@@ -103,7 +103,8 @@ def test_the_printed_url_answers(host, allow_remote):
     server = create_server(DemoApp(NoModel()), host, 0, allow_remote=allow_remote)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with urllib.request.urlopen(f"{server.url}api/info", timeout=30) as response:
+        token = f"?token={server.token}" if allow_remote else ""
+        with urllib.request.urlopen(f"{server.origin}/api/info{token}", timeout=30) as response:
             assert response.status == 200 and json.loads(response.read())["num_keypoints"] == 68
     finally:
         server.shutdown()
