@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CocoError", "CocoImage", "CocoPoints", "coco_document", "read_coco", "vertebra_skeleton",
-           "CATEGORY_NAME"]
+__all__ = ["CocoError", "CocoImage", "CocoPoints", "coco_document", "folder_coco", "read_coco",
+           "vertebra_skeleton", "CATEGORY_NAME"]
 
 CATEGORY_NAME = "spine"
 CORNER_RING = (0, 1, 3, 2)  # a vertebra's outline: top-left, top-right, bottom-right, bottom-left
@@ -93,6 +93,25 @@ def coco_document(images: list[CocoImage], keypoint_names: list[str], descriptio
         "categories": [{"id": 1, "name": CATEGORY_NAME, "supercategory": CATEGORY_NAME,
                         "keypoints": list(keypoint_names), "skeleton": vertebra_skeleton(k)}],
     }
+
+
+def folder_coco(worklist, store, keypoint_names: list[str], size_of=None) -> dict:
+    """The COCO document of every image of a ``demo.worklist.Worklist`` with points in its
+    ``demo.store.AnnotationStore`` (the shown entry of each history; checked points and done marks in
+    ``attributes``). ``size_of(name) -> (width, height)``; default: the image decoded as the tool shows it."""
+    def decoded_size(name):
+        rows, cols = worklist.read(name).shape
+        return cols, rows
+
+    size_of = size_of or decoded_size
+    entries = []
+    for name in worklist.names():
+        record = store.current(name)
+        if record is not None:
+            width, height = size_of(name)
+            entries.append(CocoImage(name, width, height, np.array(record.points_xy, dtype=np.float64),
+                                     sorted(record.fixed_xy), store.is_done(name)))
+    return coco_document(entries, keypoint_names, f"spine keypoints of {worklist.images_dir.name}")
 
 
 def _number(value) -> bool:

@@ -61,10 +61,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-import numpy as np
 from PIL import Image
 
-from demo.coco import CocoError, CocoImage, coco_document, read_coco
+from demo.coco import CocoError, folder_coco, read_coco
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, browser_shows_as_is, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
@@ -553,15 +552,7 @@ class DemoApp:
     def _export_coco(self, request: Request) -> Response:
         """Every folder image with saved points as one COCO keypoints file (attachment)."""
         worklist = self._need_worklist()
-        entries = []
-        for name in worklist.names():
-            record = self.store.current(name)
-            if record is None:
-                continue
-            width, height = self._image_size(name)
-            entries.append(CocoImage(name, width, height, np.array(record.points_xy, dtype=np.float64),
-                                     sorted(record.fixed_xy), self.store.is_done(name)))
-        doc = coco_document(entries, self.keypoint_names, f"spine keypoints of {worklist.images_dir.name}")
+        doc = folder_coco(worklist, self.store, self.keypoint_names, self._image_size)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", worklist.images_dir.name).strip("._") or "folder"
         return Response(200, (json.dumps(doc) + "\n").encode(), "application/json",
                         {"Content-Disposition": f'attachment; filename="{stem[:80]}_coco_keypoints.json"'})

@@ -134,6 +134,20 @@ def test_coco_export_then_import_gives_the_same_points(predictor, server, folder
     assert server.post("/api/undo", {"session": sid})["points"] == later["points"]
 
 
+def test_export_coco_from_the_shell_equals_the_page_export(server, folder, tmp_path):
+    from tests.test_demo_folder import run_demo
+
+    images, truth = folder
+    annotate(server, sorted(truth)[:2])
+    from_page = json.loads(get_raw(server, "/api/export_coco")[2])
+    out = tmp_path / "labels.json"
+    done = run_demo("--images", images, "--export-coco", out)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and json.loads(out.read_text()) == from_page
+    again = run_demo("--images", images, "--export-coco", out)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
 def test_coco_from_another_tool_labelled_points_are_checked_unlabelled_ones_predicted(server, folder):
     images, truth = folder
     name = sorted(truth)[0]
