@@ -67,8 +67,9 @@ from demo.coco import CocoError, folder_coco, read_coco
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
 from demo.images import ExampleImages, ImageError, browser_shows_as_is, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
-from demo.session import (MAX_HISTORY, NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
+from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
                           SessionStore, State, keypoint_names, parse_fixed, vertebra_names)
+from demo.session import MAX_HISTORY
 from demo.store import AnnotationStore, StoreError
 from demo.worklist import AnnotationFileError, Worklist
 
