@@ -4,6 +4,7 @@
     python demo.py --checkpoint save/quick/best.pth --port 9000
     python demo.py --images xrays/                  # annotate a folder; every edit is saved at once
     python demo.py --images xrays/ --export OUT [--all]   # write OUT as a boostnet_labeldata tree, exit
+    python demo.py --images xrays/ --export-coco FILE      # write FILE as COCO keypoints JSON, exit
 
 Serves only this computer (127.0.0.1) unless told otherwise; runs on CPU. See demo/server.py for the
 JSON API.
@@ -65,11 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "data_preprocessing.py --source OUT) and exit; needs --images")
     folder.add_argument("--all", action="store_true",
                         help="with --export: every image that has points, not only those marked done")
+    folder.add_argument("--export-coco", default=None, metavar="FILE",
+                        help="write every image with saved points as COCO keypoints JSON (CVAT, Label Studio, "
+                             "MMPose) to FILE and exit; needs --images")
     folder.add_argument("--test-share", type=float, default=DEFAULT_TEST_SHARE,
                         help="with --export: share of the images put in the test split (at least one image)")
     args = parser.parse_args(argv)
-    if (args.export or args.annotations or args.all) and not args.images:
-        parser.error("--annotations, --export and --all need --images DIR")
+    if (args.export or args.export_coco or args.annotations or args.all) and not args.images:
+        parser.error("--annotations, --export, --export-coco and --all need --images DIR")
     if args.all and not args.export:
         parser.error("--all only applies to --export OUT")
     if not 0 < args.test_share < 1:
@@ -151,11 +155,37 @@ def export_main(args) -> int:
     return 0
 
 
+def export_coco_main(args) -> int:
+    """--export-coco: the saved points as one COCO keypoints file; no model needed."""
+    import json
+
+    from demo.coco import folder_coco
+    from demo.images import ImageError
+    from demo.session import keypoint_names
+    from demo.store import StoreError
+    from misc.cobb import NUM_KEYPOINTS
+
+    out = Path(args.export_coco)
+    try:
+        if out.exists():
+            raise ValueError(f"{out}: already exists; choose a new file for the export")
+        worklist, store = open_folder(args)
+        doc = folder_coco(worklist, store, keypoint_names(NUM_KEYPOINTS))
+        out.write_text(json.dumps(doc) + "\n")
+    except (ValueError, OSError, StoreError, ImageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {len(doc['images'])} images with points (COCO keypoints JSON)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if args.export:
         return export_main(args)
+    if args.export_coco:
+        return export_coco_main(args)
     folder = None
     if args.images:
         from demo.store import StoreError

@@ -4,7 +4,8 @@ Pieces (RITM-style separation; see STYLE.md):
   demo.predictor  the network and one prediction given fixed points (the protocol's model revision)
   demo.session    one image's state: fixed points, history for undo/redo/reset, input validation
   demo.images     upload decoding (JPEG/PNG, in memory, bounded) and the bundled synthetic examples
-  demo.export     JSON / CSV / AASCE .mat exports of one image
+  demo.export     JSON / CSV / AASCE .mat / COCO exports of one image
+  demo.coco       COCO keypoints JSON (CVAT, Label Studio, MMPose) out and in
   demo.worklist   a folder of X-rays and the annotation files that already exist for them
   demo.store      the SQLite store that keeps every edit of a folder (history and undo position)
   demo.dataset_export  an annotated folder as a boostnet_labeldata tree for data_preprocessing.py

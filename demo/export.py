@@ -1,5 +1,6 @@
-"""Exports of the current points: JSON, CSV and an AASCE-style MATLAB file (``p2``, (K, 2), (x, y)
-original pixels). Pure functions, bytes out; the server only adds HTTP headers."""
+"""Exports of the current points: JSON, CSV, an AASCE-style MATLAB file (``p2``, (K, 2), (x, y)
+original pixels) and COCO keypoints JSON (``demo.coco``). Pure functions, bytes out; the server only adds
+HTTP headers."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,9 @@ import scipy.io
 
 __all__ = ["FORMATS", "export_bytes", "export_filename", "cobb_summary"]
 
-FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8", "mat": "application/x-matlab-data"}
+FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8", "mat": "application/x-matlab-data",
+           "coco": "application/json"}
+_SUFFIXES = {"coco": "coco.json"}  # COCO keypoints JSON (demo.coco): 'scan_1_keypoints.coco.json'
 
 
 def cobb_summary(points_xy: np.ndarray, height: int, names: list[str]) -> dict | None:
@@ -40,7 +43,7 @@ def export_filename(image_name: str, fmt: str) -> str:
     """'scan 1.jpg' -> 'scan_1_keypoints.csv' (ASCII letters, digits, '-', '_' and '.' only)."""
     stem = re.sub(r"\.(jpe?g|png)$", "", image_name, flags=re.IGNORECASE)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "xray"
-    return f"{stem[:80]}_keypoints.{fmt}"
+    return f"{stem[:80]}_keypoints.{_SUFFIXES.get(fmt, fmt)}"
 
 
 def export_bytes(fmt: str, *, image_name: str, width: int, height: int, points_xy: np.ndarray,
@@ -64,4 +67,9 @@ def export_bytes(fmt: str, *, image_name: str, width: int, height: int, points_x
         buffer = io.BytesIO()
         scipy.io.savemat(buffer, {"p2": points_xy})
         return buffer.getvalue()
+    if fmt == "coco":
+        from demo.coco import CocoImage, coco_document
+
+        doc = coco_document([CocoImage(image_name, width, height, points_xy, sorted(fixed_set))], keypoint_names)
+        return (json.dumps(doc) + "\n").encode()
     raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")

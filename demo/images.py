@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageError", "decode_upload", "encode_png", "ExampleImages", "MAX_PIXELS", "MAX_DECODED_BYTES",
-           "MAX_CONCURRENT_DECODES", "MIN_SIDE", "decoded_bytes"]
+           "MAX_CONCURRENT_DECODES", "MIN_SIDE", "decoded_bytes", "browser_shows_as_is"]
 
 MAX_PIXELS = 60_000_000  # the largest AASCE image has 5.4 million; beyond this is not an X-ray we expect
 # What Pillow's decoded pixels may occupy (pixels x bytes per pixel of the file's mode), checked from the
@@ -129,6 +129,28 @@ def encode_png(gray: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buffer.tobytes()
+
+
+_BROWSER_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+_BROWSER_MODES = ("L", "RGB")  # 8 bits per sample, no transparency: the browser draws what the tool decodes
+
+
+def browser_shows_as_is(data: bytes) -> str | None:
+    """The Content-Type to send ``data`` (a JPEG or PNG file) to the page unchanged, or None when the
+    browser would draw other pixels than ``decode_upload`` gives the model: 16-bit or float images
+    (the tool stretches them), transparency (the tool puts it on black), palettes, CMYK, or an EXIF
+    rotation (applied by the tool). Reads the header only. An 8-bit grayscale or RGB file is served as
+    it is: a 140 kB JPEG stays 140 kB instead of a lossless PNG of several MB."""
+    try:
+        kind = _format_of(data)
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != kind or image.mode not in _BROWSER_MODES or "transparency" in image.info:
+                return None
+            if image.getexif().get(0x0112, 1) != 1:  # Orientation
+                return None
+    except (ImageError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return _BROWSER_TYPES[kind]
 
 
 class ExampleImages:

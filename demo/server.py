@@ -21,13 +21,16 @@ not save the edit):
     POST /api/redo       {"session"}            -> state after the last undone action
     POST /api/reset      {"session"}            -> the first prediction again (undoable)
     GET  /api/state?session=ID                  -> state
-    GET  /api/image?session=ID                  -> the image as the model reads it (PNG)
-    GET  /api/export?session=ID&format=json|csv|mat   -> attachment
+    GET  /api/image?session=ID                  -> the image as the model reads it (a folder image's own
+                                                   JPEG/PNG file when the browser shows it the same, else PNG)
+    GET  /api/export?session=ID&format=json|csv|mat|coco   -> attachment
   with a folder (``demo.py --images DIR``; every action is saved in ``demo.store`` before it is answered):
     GET  /api/worklist                          the images with status new / in progress / done
     POST /api/open       {"name"}               -> state of that image (session "f:<name>", reopens itself)
     POST /api/done       {"session", "done"}    -> state
     POST /api/export_dataset {"all"}            -> {"path", "training", "test", "images", "command"}
+    GET  /api/export_coco                       -> COCO keypoints JSON of the images with saved points
+    POST /api/import_coco  a COCO document      -> {"imported", "skipped"} (demo.coco; all or nothing)
 
 A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fixed": {"<index>": [x, y]},
 "confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "can_redo",
@@ -47,6 +50,7 @@ uploads stay in memory (never written to disk).
 from __future__ import annotations
 
 import email.message
+import io
 import email.parser
 import email.utils
 import json
@@ -64,12 +68,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from PIL import Image
+
 from demo.access import AccessDenied, AccessGuard, is_loopback
+from demo.coco import CocoError, folder_coco, read_coco
 from demo.export import FORMATS, cobb_summary, export_bytes, export_filename
-from demo.images import ExampleImages, ImageError, decode_upload, encode_png
+from demo.images import ExampleImages, ImageError, browser_shows_as_is, decode_upload, encode_png
 from demo.predictor import KeypointPredictor
 from demo.session import (NUM_LEAST_CONFIDENT, AnnotationSession, InputError, NothingToUndo, SessionNotFound,
                           SessionStore, State, VersionConflict, keypoint_names, parse_fixed, vertebra_names)
+from demo.session import MAX_HISTORY
 from demo.store import AnnotationStore, StoreError
 from demo.worklist import AnnotationFileError, ImageMissing, Worklist
 
@@ -81,11 +89,15 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 30 * 2**20
 MAX_JSON_BYTES = 2**20
+MAX_IMPORT_BYTES = 64 * 2**20  # a COCO file: about 4 kB per image of 68 points
 MULTIPART_OVERHEAD = 64 * 2**10  # part headers and boundaries on top of the file itself
 MAX_FORM_PARTS = 8
 MAX_PART_HEADER_BYTES = 16 * 2**10
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+# actions undo takes back one by one: the history keeps the first prediction and the newest MAX_HISTORY - 1
+# states, so the newest MAX_HISTORY - 2 actions; one more undo returns to the first prediction
+UNDO_LIMIT = MAX_HISTORY - 2
 FOLDER_PREFIX = "f:"  # session ids of folder images: "f:<file name>" (they reopen from the store)
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
         "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
@@ -220,9 +232,12 @@ class DemoApp:
             ("GET", "/api/worklist"): self._worklist, ("POST", "/api/open"): self._open,
             ("POST", "/api/done"): self._done, ("POST", "/api/export_dataset"): self._export_dataset,
         }
+        self._routes.update(self._annotator_routes())
 
     def body_limit(self, path: str) -> int:
         """Largest request body accepted on ``path`` (checked before the body is read)."""
+        if path == "/api/import_coco":
+            return MAX_IMPORT_BYTES
         return self.max_upload_bytes + MULTIPART_OVERHEAD if path == "/api/predict" else MAX_JSON_BYTES
 
     def handle(self, request: Request) -> Response:
@@ -280,6 +295,7 @@ class DemoApp:
             "examples": self.examples.names(), "max_upload_bytes": self.max_upload_bytes,
             "least_confident_count": NUM_LEAST_CONFIDENT,
             "folder": str(self.worklist.images_dir) if self.worklist else None,
+            "undo_limit": UNDO_LIMIT,
         })
 
     def _start_session(self, name: str, gray) -> Response:
@@ -332,7 +348,7 @@ class DemoApp:
             else:
                 edits = info["entries"] - 1
                 status = "done" if info["done"] else ("in progress" if edits or info["first"] == "load" else "new")
-            images.append({"name": name, "status": status, "edits": edits})
+            images.append({"name": name, "status": status, "edits": edits, "checked": self._checked_count(name)})
         return Response.json({"folder": str(worklist.images_dir), "annotations": str(worklist.annotations_dir),
                               "store": str(self.store.path), "images": images})
 
@@ -494,6 +510,9 @@ class DemoApp:
 
     def _image(self, request: Request) -> Response:
         with self._using(self._query_one(request, "session"), create=False) as session:
+            served = self._original_image(session)
+            if served is not None:
+                return served
             return Response(200, encode_png(session.gray), "image/png", {"Cache-Control": "private, max-age=3600"})
 
     def _export(self, request: Request) -> Response:
@@ -558,6 +577,82 @@ class DemoApp:
             "done": session.session_id.startswith(FOLDER_PREFIX) and self.store.is_done(session.name),
             "notes": getattr(session, "notes", []),
         }
+
+
+    # ---------------------------------------------------------------------------------------------
+    # what annotators expect from CVAT and Label Studio: COCO keypoints in and out, the image in its
+    # own format, per-image progress
+    # ---------------------------------------------------------------------------------------------
+    def _annotator_routes(self) -> dict:
+        return {("GET", "/api/export_coco"): self._export_coco, ("POST", "/api/import_coco"): self._import_coco}
+
+    def _original_image(self, session: AnnotationSession) -> Response | None:
+        """A folder image's own file (JPEG or PNG, as it is) when the browser draws from it exactly the
+        pixels the tool decoded; None otherwise (then a PNG of those pixels is sent)."""
+        if not (self.worklist and session.session_id.startswith(FOLDER_PREFIX)):
+            return None
+        try:
+            path = self.worklist.path(session.name)
+            if path.stat().st_size > 2 * session.width * session.height + 2**16:  # not smaller than a PNG
+                return None
+            data = path.read_bytes()
+        except (KeyError, OSError):
+            return None
+        content_type = browser_shows_as_is(data)
+        if content_type is None:
+            return None
+        with Image.open(io.BytesIO(data)) as image:
+            if image.size != (session.width, session.height):  # the file changed since it was opened
+                return None
+        return Response(200, data, content_type, {"Cache-Control": "private, max-age=3600"})
+
+    def _checked_count(self, name: str) -> int | None:
+        """Points checked (fixed) in the shown state of a folder image; None before its first save."""
+        record = self.store.current(name)
+        return None if record is None else len(record.fixed_xy)
+
+    def _export_coco(self, request: Request) -> Response:
+        """Every folder image with saved points as one COCO keypoints file (attachment)."""
+        worklist = self._need_worklist()
+        doc = folder_coco(worklist, self.store, self.keypoint_names, self._image_size)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", worklist.images_dir.name).strip("._") or "folder"
+        return Response(200, (json.dumps(doc) + "\n").encode(), "application/json",
+                        {"Content-Disposition": f'attachment; filename="{stem[:80]}_coco_keypoints.json"'})
+
+    def _image_size(self, name: str) -> tuple[int, int]:
+        """(width, height) of a folder image as the tool shows it (an open session's, else decoded)."""
+        session = self.sessions.find(f"{FOLDER_PREFIX}{name}")
+        if session is not None:
+            return session.width, session.height
+        rows, cols = self.worklist.read(name).shape
+        return cols, rows
+
+    def _import_coco(self, request: Request) -> Response:
+        """Points of a COCO keypoints file into the folder's images (matched by file name): one new,
+        undoable history entry per image. Checked first as a whole: on any problem nothing is imported."""
+        worklist = self._need_worklist()
+        try:
+            found = read_coco(self._json_body(request), self.predictor.num_keypoints)
+        except CocoError as exc:
+            raise InputError(f"not imported: {exc}") from None
+        known = set(worklist.names())
+        matched = [name for name in found if name in known]
+        skipped = sorted(set(found) - known)
+        if not matched:
+            raise InputError(f"not imported: none of the {len(found)} annotated images of the file is in "
+                             f"{worklist.images_dir}")
+        for name in matched:
+            size = self._image_size(name)
+            if size != (found[name].width, found[name].height):
+                raise InputError(f"not imported: {name} is {size[0]} x {size[1]} pixels here but "
+                                 f"{found[name].width} x {found[name].height} in the file")
+        for name in matched:
+            points = found[name]
+            with self._using(f"{FOLDER_PREFIX}{name}") as session, session.lock:
+                session.import_points(points.points_xy, points.labelled, points.checked)
+                if points.done:
+                    session.adopt_version(self.store.set_done(name, True))
+        return Response.json({"imported": matched, "skipped": skipped})
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class State:
     fixed_xy: dict[int, tuple[float, float]]
     confidence: np.ndarray  # (K,) peak probability of each predicted heatmap
     probs: torch.Tensor | None  # (K, rows, cols) float16; dropped for old states (memory budget)
-    action: str  # "predict", "load", "refine", "accept" or "reset"
+    action: str  # "predict", "load", "refine", "accept", "reset" or "import"
     seconds: float = 0.0  # model time of the action
     version: int = 0  # the image's change count when this state was shown (the store's, for a folder image)
     seq: int | None = None  # position in the image's saved history (increasing); None until saved
@@ -316,6 +316,22 @@ class AnnotationSession:
             self.history, self.cursor = before
             raise
         self._version = self.current.version = version
+
+
+    # ---------------------------------------------------------------------------------------------
+    # points from another tool (COCO keypoints import)
+    # ---------------------------------------------------------------------------------------------
+    def import_points(self, points_xy: np.ndarray, labelled: list[int], checked: list[int]) -> State:
+        """A new (undoable) state from imported points: ``labelled`` points where given, ``checked`` ones
+        fixed (clicks), every other point predicted with the checked ones as clicks."""
+        points_xy = np.asarray(points_xy, dtype=np.float64)
+        with self.lock:
+            fixed_xy = {int(i): (float(points_xy[i, 0]), float(points_xy[i, 1])) for i in sorted(checked)}
+            predicted = self._run(fixed_xy, None, "import")
+            points = predicted.points_xy.copy()
+            points[list(labelled)] = points_xy[list(labelled)]
+            return self._push(State(np.ascontiguousarray(points), fixed_xy, predicted.confidence, predicted.probs,
+                                    "import", predicted.seconds))
 
 
 class SessionStore:

@@ -113,6 +113,7 @@
     info = body;
     el.modelInfo.textContent = `model ${info.model}: ${info.checkpoint}`;
     $("#untrained-banner").hidden = !info.untrained;
+    showUndoLimit();
     el.example.replaceChildren(...info.examples.map((name, i) => new Option(name, String(i))));
     if (info.folder) {
       el.folderSection.hidden = false;
@@ -137,6 +138,7 @@
       badge.className = `badge ${item.status.replace(" ", "-")}`;
       badge.textContent = item.status;
       li.appendChild(badge);
+      li.appendChild(progressBadge(item));
       li.classList.toggle("current", Boolean(doc && doc.name === item.name && doc.persistent));
       li.addEventListener("click", () => enqueue(() => openFolderImage(item.name)));
       return li;
@@ -154,9 +156,9 @@
   function stepImage(step) {
     if (!worklist.length) return;
     enqueue(async () => {
-      const at = doc ? worklist.findIndex((item) => item.name === doc.name) : -1;
-      const next = worklist[Math.min(Math.max(at + step, 0), worklist.length - 1)];
-      if (next && (!doc || next.name !== doc.name)) await openFolderImage(next.name);
+      const next = nextUnfinished(step);
+      if (next) await openFolderImage(next.name);
+      else setStatus(`No image ${step > 0 ? "after" : "before"} this one is left to do (all marked done).`);
     });
   }
 
@@ -331,7 +333,7 @@
     const spacing = minSpacingPx(u);
     const shrink = Math.min(1, Math.max(0.5, spacing / (2.2 * POINT_RADIUS_PX)));
     const showNumbers = spacing >= NUMBERS_MIN_SPACING_PX;
-    el.numbers.style.display = showNumbers ? "" : "none";
+    el.numbers.style.display = showNumbers || selected !== null ? "" : "none";
     for (let i = 0; i < circles.length; i += 1) {
       const [x, y] = shownPoint(i);
       const c = circles[i];
@@ -344,11 +346,7 @@
       c.classList.toggle("selected", i === selected);
       c.firstChild.textContent = `${names[i]} (#${i}) · ${isFixed ? "fixed by you: never moved" :
         "predicted: the model may still move it"} · confidence ${doc.confidence[i].toFixed(2)}`;
-      if (showNumbers) {
-        numbers[i].setAttribute("x", x + (radius + 2) * u);
-        numbers[i].setAttribute("y", y);
-        numbers[i].setAttribute("font-size", 11 * u);
-      }
+      placeNumber(i, x, y, radius, u, showNumbers);
     }
     polygons.forEach((polygon, v) => {
       const corners = CORNER_ORDER.map((k) => shownPoint(4 * v + k));
@@ -377,6 +375,8 @@
     el.redo.disabled = !ready || !doc.can_redo;
     el.acceptPoint.disabled = !ready || selected === null;
     el.acceptVertebra.disabled = !ready || selected === null;
+    $("#accept-visible").disabled = !ready;
+    $("#accept-all").disabled = !ready;
     el.done.disabled = !ready || !doc.persistent;
     el.done.textContent = ready && doc.done ? "Mark not done" : "Mark done";
     el.reset.disabled = !ready;
@@ -654,6 +654,8 @@
       if (doc && doc.can_undo) simpleAction("/api/undo");
     } else if (e.ctrlKey || e.metaKey || e.altKey) {
       return;
+    } else if (key === "a" && e.shiftKey) {
+      acceptVisible();
     } else if (key === "a") {
       accept(false);
     } else if (key === "v") {
@@ -723,6 +725,139 @@
     if (e.dataTransfer && e.dataTransfer.files.length) openFile(e.dataTransfer.files[0]);
   });
   window.addEventListener("resize", render);
+
+  // ---------------------------------------------------------------------------------------------
+  // what annotators expect from CVAT and Label Studio: accept all, progress, N/P to unfinished images,
+  // arrow-key nudge, numbers at every zoom, the undo limit stated, COCO keypoints in and out
+  // ---------------------------------------------------------------------------------------------
+  const NUDGE_PX = 1; // screen pixels per arrow key (Shift: NUDGE_FAR_PX)
+  const NUDGE_FAR_PX = 10;
+  const NUMBER_SIZE_PX = 11;
+  const SELECTED_NUMBER_SIZE_PX = 14;
+
+  function progressBadge(item) {
+    const span = document.createElement("span");
+    span.className = "progress";
+    const total = info ? info.num_keypoints : 68;
+    span.textContent = item.checked === null || item.checked === undefined ? "" : `${item.checked}/${total}`;
+    span.title = `${item.checked || 0} of ${total} points checked`;
+    return span;
+  }
+
+  // the next (step 1) or previous (-1) image of the worklist not marked done, or null
+  function nextUnfinished(step) {
+    const at = doc ? worklist.findIndex((item) => item.name === doc.name) : -1;
+    for (let i = at + step; i >= 0 && i < worklist.length; i += step) {
+      if (worklist[i].status !== "done") return worklist[i];
+    }
+    return null;
+  }
+
+  // the image-pixel rectangle on screen (the viewBox plus the margins `meet` adds)
+  function visibleRect() {
+    const r = el.svg.getBoundingClientRect();
+    const [x0, y0] = toImage(r.left, r.top);
+    const [x1, y1] = toImage(r.right, r.bottom);
+    return { x0: Math.max(0, x0), y0: Math.max(0, y0), x1: Math.min(doc.width, x1), y1: Math.min(doc.height, y1) };
+  }
+
+  function acceptPoints(points, what) {
+    const open = points.filter((i) => !Object.prototype.hasOwnProperty.call(doc.fixed, String(i)));
+    if (!open.length) {
+      setStatus(`Nothing to accept: every point ${what} is checked already.`);
+      return;
+    }
+    selected = null;
+    simpleAction("/api/accept", { points: open });
+  }
+
+  function acceptVisible() {
+    if (!doc) return;
+    const r = visibleRect();
+    const inside = doc.points.map((p, i) => [p, i])
+      .filter(([[x, y]]) => x >= r.x0 && x <= r.x1 && y >= r.y0 && y <= r.y1).map(([, i]) => i);
+    acceptPoints(inside, "on the screen");
+  }
+
+  function acceptAll() {
+    if (doc) acceptPoints(doc.points.map((_, i) => i), "of the image");
+  }
+
+  // arrow keys move the selected point by screen pixels; it is then fixed there, as after a drag
+  function nudge(dx, dy, far) {
+    if (!doc || selected === null) return;
+    const step = (far ? NUDGE_FAR_PX : NUDGE_PX) * unitsPerPixel();
+    const [x, y] = doc.points[selected];
+    const to = [Math.min(Math.max(x + dx * step, 0), doc.width), Math.min(Math.max(y + dy * step, 0), doc.height)];
+    commitFix(selected, to, performance.now());
+    updatePanel();
+  }
+
+  const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  document.addEventListener("keydown", (e) => {
+    if (!(e.key in ARROWS) || e.ctrlKey || e.metaKey || e.altKey || selected === null) return;
+    if (e.target.matches && e.target.matches("input, select, textarea")) return;
+    e.preventDefault();
+    nudge(...ARROWS[e.key], e.shiftKey);
+  });
+
+  // point numbers keep one screen size at every zoom; when neighbours crowd, only the selected one shows
+  function placeNumber(i, x, y, radius, u, all) {
+    const t = numbers[i];
+    const shown = all || i === selected;
+    t.style.display = shown ? "" : "none";
+    t.classList.toggle("selected", i === selected);
+    if (!shown) return;
+    t.setAttribute("x", x + (radius + 2) * u);
+    t.setAttribute("y", y);
+    t.setAttribute("font-size", (i === selected ? SELECTED_NUMBER_SIZE_PX : NUMBER_SIZE_PX) * u);
+  }
+
+  function showUndoLimit() {
+    const text = `Undo takes back the last ${info.undo_limit} actions; Reset returns to the first prediction.`;
+    $("#undo-limit").textContent = text;
+    el.undo.title = `Undo (Ctrl+Z); the last ${info.undo_limit} actions`;
+  }
+
+  async function download(url, fallbackName) {
+    const { body, response } = await api(url, {}, true);
+    const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(body);
+    link.download = match ? match[1] : fallbackName;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    return link.download;
+  }
+
+  function exportCoco() {
+    enqueue(async () => setStatus(`Exported ${await download("/api/export_coco", "coco_keypoints.json")}`));
+  }
+
+  function importCoco(file) {
+    if (!file) return;
+    enqueue(async () => {
+      setStatus(`Importing ${file.name}…`);
+      const report = await api("/api/import_coco", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: await file.text(),
+      });
+      const { imported, skipped } = report.body;
+      if (doc && doc.persistent) await startDocument(await postJson("/api/open", { name: doc.name }), performance.now());
+      await loadWorklist();
+      setStatus(`Imported the points of ${imported.length} image(s) from ${file.name}` +
+        (skipped.length ? `; not in this folder: ${skipped.join(", ")}` : "") + " (undo takes an image back).");
+    });
+  }
+
+  $("#accept-visible").addEventListener("click", acceptVisible);
+  $("#accept-all").addEventListener("click", acceptAll);
+  $("#export-coco").addEventListener("click", exportCoco);
+  $("#import-coco").addEventListener("change", (e) => {
+    importCoco(e.target.files[0]);
+    e.target.value = "";
+  });
 
   enqueue(loadInfo);
 })();
