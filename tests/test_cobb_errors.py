@@ -50,3 +50,11 @@ def test_endplate_directions_equal_side_directions_on_rectangles_and_differ_on_a
     # sides: the right-side midpoint moves 4 px over 80 px; endplates: one of two unit vectors turns by atan(8/80)
     assert sides == pytest.approx(np.degrees(np.arctan2(4, 80)), abs=0.05)
     assert endplates == pytest.approx(np.degrees(np.arctan2(8, 80)) / 2, abs=0.2)
+
+
+def test_smoothed_directions_halve_a_lone_tilt_and_keep_a_steady_one():
+    lone = make_spine(tilts(v8=8))
+    assert tilt_errors_deg(lone, make_spine(), "sides_smoothed")[8] == pytest.approx(4.0, abs=0.05)
+    assert tilt_errors_deg(lone, make_spine(), "sides_smoothed")[7] == pytest.approx(2.0, abs=0.05)
+    steady = make_spine(np.full(17, 6.0))
+    np.testing.assert_allclose(tilt_errors_deg(steady, steady, "sides_smoothed"), 0, atol=1e-6)

@@ -286,8 +286,8 @@ def test_cobb_error_sources_rebuild_the_reported_cobb_smape_from_predictions_npz
     results = json.loads((out / "results.json").read_text())
     for clicks in range(MAX_CLICKS + 1):
         assert tool.main([str(out), "--clicks", str(clicks), "--json", str(tmp_path / "s.json")]) == 0
-        sides, endplates = json.loads((tmp_path / "s.json").read_text())
-        assert (sides["direction"], endplates["direction"]) == ("sides", "endplates")
+        sides, *variants = json.loads((tmp_path / "s.json").read_text())
+        assert [sides["direction"]] + [v["direction"] for v in variants] == ["sides", "endplates", "sides_smoothed"]
         assert sides["smape"] == pytest.approx(results["model"]["cobb_SMAPE"][clicks], abs=1e-6)
     assert tool.main([str(out), "--clicks", str(MAX_CLICKS + 1)]) == 2
     assert f"holds 0..{MAX_CLICKS} clicks" in capsys.readouterr().err
