@@ -53,6 +53,8 @@ PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full", "none")
 
 # Official names: "mm" = the original image frame, which on AASCE (no pixel spacing) is ORIGINAL PIXELS;
 # "pixel" = pixels of the network grid (misc/frames.py)
+CHECKPOINT_RULES = ("best", "last")
+TRAINABLE_SPLITS = ("train", "val")
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
 SCHEMA: dict = {
@@ -137,6 +139,14 @@ SCHEMA: dict = {
         "ema_decay": Spec(float, minimum=0.0, maximum=0.9999, default=0.0,
                           help="validate and save an exponential moving average of the weights with this "
                                "decay per step (e.g. 0.999); 0 = off, the trained weights themselves (paper)"),
+        "train_splits": Spec(list, item=str, default=["train"],
+                             help="the tables of the data folder trained on: ['train'] (paper), or "
+                                  "['train', 'val'] for every labelled image (validation then measures "
+                                  "images it trained on: needs Train.checkpoint 'last')"),
+        "checkpoint": Spec(str, choices=CHECKPOINT_RULES, default="best",
+                           help="what best.pth holds: 'best' = the weights of the lowest validation metric "
+                                "(paper); 'last' = those after the schedule's last epoch, a rule fixed "
+                                "beforehand (no early stopping)"),
     },
     "Hint": {
         "max_hint": _int(0),
@@ -261,6 +271,14 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
     if train.get("min_click_rounds", 0) > train.get("max_click_rounds", 0):
         problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
                         f"Train.max_click_rounds ({train['max_click_rounds']})")
+    splits = train.get("train_splits", ["train"])
+    if isinstance(splits, list):
+        if not splits or any(split not in TRAINABLE_SPLITS for split in splits) or len(set(splits)) != len(splits):
+            problems.append(f"{source}: Train.train_splits must list distinct splits of {list(TRAINABLE_SPLITS)}, "
+                            f"got {splits!r}")
+        elif "val" in splits and train.get("checkpoint", "best") == "best":
+            problems.append(f"{source}: Train.train_splits {splits!r} trains on the validation images, so "
+                            f"'best' would choose best.pth on images it has seen: set Train.checkpoint: last")
     dataset = tree.get("Dataset", {})
     if (dataset.get("train_vertebra_order") == "fix_rotated"
             and dataset.get("num_keypoint", 0) % POINTS_PER_VERTEBRA):

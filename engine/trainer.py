@@ -19,7 +19,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import util
-from dataset.keypoint_dataset import KeypointDataset, collate
+from dataset.keypoint_dataset import KeypointDataset, collate, read_table
 from dataset.morph_pairs import load_morph_pairs
 from engine.evaluation import evaluate, summarise
 from engine.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
@@ -270,7 +270,8 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
     util.seed_everything(config.Train.seed)
-    train_set = KeypointDataset(config, "train")
+    train_table = [entry for split in config.Train.train_splits for entry in read_table(config.PATH.DATA.TABLE, split)]
+    train_set = KeypointDataset(config, "train", table=train_table)
     val_set = KeypointDataset(config, "val")
     sampler = ShardedEpochSampler(len(train_set), config.Train.seed, rank, world)
     # workers are made anew each epoch (not persistent): they copy the dataset's epoch for augmentation;
@@ -305,8 +306,10 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     run.save_config(config)
     n_params = sum(p.numel() for p in net.parameters())
-    run.log(f"run {run.dir}: {len(train_set)} train / {len(val_set)} val images, {n_params:,} parameters, "
+    trained_on = "+".join(config.Train.train_splits)
+    run.log(f"run {run.dir}: {len(train_set)} {trained_on} / {len(val_set)} val images, {n_params:,} parameters, "
             f"device {device}, world size {world}")
+    by_metric = config.Train.checkpoint == "best"  # else best.pth = the schedule's last epoch (no early stop)
 
     progress = rank == 0 and options.progress
     stop_reason = f"reached Train.epoch={config.Train.epoch}"
@@ -355,7 +358,7 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
             improved = metric < state["best_metric"]
             if improved:
                 state.update(best_metric=metric, best_epoch=epoch, patience=0)
-                if rank == 0:
+                if rank == 0 and by_metric:
                     save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch,
                                     metric={config.Train.decision_metric: metric}, config=config)
             else:
@@ -368,6 +371,9 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                 run.add_images("val/predictions_0click", np.stack(pictures), epoch)
             summary += (f" val {config.Train.decision_metric}(0..{config.Train.val_clicks} clicks) {metric:.2f} "
                         f"click gain {metrics['val/click_gain']:+.2f}{' *best*' if improved else ''}")
+        if not by_metric and epoch == config.Train.epoch and rank == 0:
+            save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch, config=config,
+                            metric={config.Train.decision_metric: metric} if arrays is not None else {})
         metrics["epoch_seconds"] = time.time() - started
         run.record_metrics(epoch, metrics)
         run.log(f"{summary} ({metrics['epoch_seconds']:.0f}s)")
@@ -378,14 +384,19 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
             save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else {},
                             train_state=state, config=config, epoch=epoch, **extra)
-        if state["patience"] > config.Train.patience:
+        if by_metric and state["patience"] > config.Train.patience:
             stop_reason = f"early stop: no improvement for {state['patience']} epochs"
             break
         if options.time_limit_min and time.time() - session_start > options.time_limit_min * 60:
             stop_reason = f"time limit of {options.time_limit_min:g} min reached; continue with --resume"
             break
-    run.log(f"done ({stop_reason}); best {config.Train.decision_metric} {state['best_metric']:.2f} "
-            f"at epoch {state['best_epoch']} -> {run.best_checkpoint}")
+    if by_metric:
+        run.log(f"done ({stop_reason}); best {config.Train.decision_metric} {state['best_metric']:.2f} "
+                f"at epoch {state['best_epoch']} -> {run.best_checkpoint}")
+    else:
+        held = (f"epoch {config.Train.epoch} -> {run.best_checkpoint}" if state["epoch"] == config.Train.epoch
+                else f"nothing yet (it is written after epoch {config.Train.epoch})")
+        run.log(f"done ({stop_reason}); Train.checkpoint 'last': best.pth holds {held}")
     if world > 1:
         checksums = [None] * world
         dist.all_gather_object(checksums, parameter_checksum(net))

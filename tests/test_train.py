@@ -345,3 +345,27 @@ def test_resume_from_a_file_without_optimizer_state_names_the_file(tmp_path):
     plan = trainer.RunPlan(config, tmp_path.parent, tmp_path.name, model.read_checkpoint(tmp_path / "last.pth"))
     with pytest.raises(BadInput, match=f"{tmp_path / 'last.pth'} holds no optimizer state"):
         trainer._restore(plan, net, optimizer, None, torch.amp.GradScaler("cpu"), amp=False, device="cpu")
+
+
+def test_training_on_every_labelled_image_keeps_the_last_epoch_by_a_rule_fixed_beforehand(synthetic_dataset,
+                                                                                           tmp_path):
+    _, table = synthetic_dataset
+    counts = {split: len(json.loads((table / f"{split}.json").read_text())) for split in ("train", "val")}
+    args = ("--set", "Train.train_splits=[train,val]", "--set", "Train.checkpoint=last", "--set", "Train.epoch=3",
+            "--set", "Train.patience=0", "--set", "Train.val_every=1")
+    assert _run(table, tmp_path, "all", *args) == 0
+    log = (tmp_path / "all/log.txt").read_text()
+    assert f"{counts['train'] + counts['val']} train+val / {counts['val']} val images" in log
+    assert "best.pth holds epoch 3" in log and "early stop" not in log  # patience 0 stops nothing
+    best = torch.load(tmp_path / "all/best.pth", map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "all/last.pth", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 3 and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert len(_metrics(tmp_path / "all")) == 3
+
+
+def test_choosing_best_pth_on_trained_images_is_refused(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "seen", "--set", "Train.train_splits=[train,val]") == 2
+    assert "trains on the validation images, so 'best' would choose best.pth on images it has seen" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "seen").exists()
