@@ -55,6 +55,11 @@ PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full", "none")
 # "pixel" = pixels of the network grid (misc/frames.py)
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
+# Far above any useful learning rate, yet Adam's first step (lr / (1 - beta1) = 10 lr) and lr times
+# Optimizer.click_lr_mult stay far inside float32 (largest finite value about 3.4e38)
+MAX_LR = 1e30
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (util.seed_everything) takes seeds in [0, 2**32 - 1]
+
 SCHEMA: dict = {
     "PATH": {
         "SAVE": Spec(str, help="folder that holds one sub-folder per experiment"),
@@ -111,7 +116,7 @@ SCHEMA: dict = {
     },
     "Optimizer": {
         "optimizer": _choice("Adam", "AdamW"),
-        "lr": _float(0.0),
+        "lr": Spec(float, minimum=0.0, maximum=MAX_LR),
         "weight_decay": _float(0.0),
         "scheduler": _choice("", "cosine"),
         "click_lr_mult": Spec(float, minimum=0.0, default=1.0,
@@ -127,7 +132,7 @@ SCHEMA: dict = {
         "min_click_rounds": Spec(int, minimum=0, default=0,
                                  help="least no-grad click rounds per batch (0 = paper); the count is "
                                       "drawn uniformly from min_click_rounds..max_click_rounds"),
-        "seed": _int(0),
+        "seed": Spec(int, minimum=0, maximum=MAX_SEED),
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),
         "val_every": Spec(int, minimum=1, default=1,
@@ -261,6 +266,10 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
     if train.get("min_click_rounds", 0) > train.get("max_click_rounds", 0):
         problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
                         f"Train.max_click_rounds ({train['max_click_rounds']})")
+    optimizer = tree.get("Optimizer", {})
+    if optimizer.get("lr", 0) * optimizer.get("click_lr_mult", 1) > MAX_LR:
+        problems.append(f"{source}: Optimizer.lr ({optimizer['lr']}) times Optimizer.click_lr_mult "
+                        f"({optimizer['click_lr_mult']}) must be <= {MAX_LR:g}")
     dataset = tree.get("Dataset", {})
     if (dataset.get("train_vertebra_order") == "fix_rotated"
             and dataset.get("num_keypoint", 0) % POINTS_PER_VERTEBRA):

@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOURCE = "./data/dataset16/boostnet_labeldata/"
 DEFAULT_TARGET = "./data/"
 DEFAULT_SIZE_ROW_COL = (512, 256)
+# Largest side of a stored image: 8x the paper's input. One image of 4096 x 4096 is 48 MB in memory
+# (uint8, 3 channels) before the resize buffers of each worker; 100000 x 100000 would be 30 GB
+MAX_SIDE_PX = 4096
+MAX_SEED = 2**32 - 1  # numpy.random.default_rng takes seeds >= 0; the draw is recorded in preprocessing.json
 DEFAULT_VAL_SIZE = 128
 DATASET_NAME = "dataset16"
 PIXEL_SPACING = [1, 1]  # AASCE has no physical spacing: "mm" means original pixels
@@ -309,6 +313,10 @@ def preprocess(
     """
     started = time.perf_counter()
     size_row_col = _check_size(size_row_col, "size_row_col")
+    if max(size_row_col) > MAX_SIDE_PX:
+        raise ValueError(f"size_row_col must be at most {MAX_SIDE_PX} px a side, got {size_row_col!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
     if val_size < 0:
         raise ValueError(f"val_size must be >= 0, got {val_size}")
     workers = available_cpus() if workers is None else int(workers)

@@ -252,6 +252,18 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
     return metrics
 
 
+def run_morph_pairs(config, device):
+    """The pairs and triplets of the morphology loss as device tensors (None when Morph.use is off: then
+    nothing reads them); a missing or malformed Morph.pairs is refused naming the key."""
+    if not config.Morph.use:
+        return None
+    try:
+        pairs = load_morph_pairs(config.Morph.pairs, config.Dataset.num_keypoint)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"Morph.pairs: {exc}") from None
+    return tuple(torch.as_tensor(p, device=device) for p in pairs)
+
+
 def train(plan: RunPlan, options: TrainOptions) -> int:
     """Train ``plan`` to the end of its schedule (or the options' stop); 0 when done, 2 when training
     diverged (the last good checkpoints are kept)."""
@@ -262,6 +274,11 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world))
     if rank == 0:
         util.check_output_dir(run_dir)  # before the data and the network are built
+    util.seed_everything(config.Train.seed)
+    train_set = KeypointDataset(config, "train")  # refuses a table or array that does not fit the config
+    val_set = KeypointDataset(config, "val")
+    morph_pairs = run_morph_pairs(config, device)
+    # every input read and checked: only now the run folder is made
     run = Experiment(plan.save_root, plan.name, writer=rank == 0, tensorboard=config.MISC.TB)
     amp = options.amp and device.type == "cuda"
     if options.amp and not amp:
@@ -269,9 +286,6 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
-    util.seed_everything(config.Train.seed)
-    train_set = KeypointDataset(config, "train")
-    val_set = KeypointDataset(config, "val")
     sampler = ShardedEpochSampler(len(train_set), config.Train.seed, rank, world)
     # workers are made anew each epoch (not persistent): they copy the dataset's epoch for augmentation;
     # no more of them than cores (the results do not depend on the count)
@@ -286,7 +300,6 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     optimizer, scheduler = build_optimizer(net, config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    morph_pairs = tuple(torch.as_tensor(p, device=device) for p in load_morph_pairs(config.Morph.pairs))
     state = {"epoch": 0, "best_metric": float("inf"), "best_epoch": 0, "patience": 0}
     if plan.resume_state is not None:
         state = _restore(plan, net, optimizer, scheduler, scaler, amp, device)

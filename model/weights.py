@@ -65,6 +65,13 @@ def _format_problem(path: Path) -> str | None:
     if head.startswith(_ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
             return f"truncated or corrupt checkpoint ({size} bytes; its zip directory is missing)"
+        try:  # torch.load does not check the CRCs: a flipped byte in a tensor would load as a wrong weight
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            return f"truncated or corrupt checkpoint ({_first_line(exc)})"
+        if damaged is not None:
+            return f"corrupt checkpoint: entry '{damaged}' fails its CRC check (the file was damaged)"
         return None
     if head == _LEGACY_MAGIC:
         return None
@@ -83,7 +90,7 @@ def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
-        if allow_pickle or "Unsupported global" not in str(exc):
+        if allow_pickle or not _needs_unpickling(exc):
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
         raise UnsafeCheckpointError(
             f"{path}: this file stores pickled Python objects, not only tensors and plain values, so it "
@@ -91,6 +98,13 @@ def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
             f"allow_pickle=True (command line: --allow-pickle)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
+
+
+def _needs_unpickling(exc: pickle.UnpicklingError) -> bool:
+    """torch's weights-only loader refused a Python object it does not allow (``Unsupported global``,
+    ``unsupported GLOBAL ... is blocked``), rather than bytes it could not parse."""
+    text = str(exc).lower()
+    return "unsupported global" in text or "weights_only" in text and "global" in text
 
 
 def _first_line(exc: BaseException) -> str:

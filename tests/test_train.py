@@ -348,3 +348,70 @@ def test_resume_from_a_file_without_optimizer_state_names_the_file(tmp_path):
     plan = trainer.RunPlan(config, tmp_path.parent, tmp_path.name, model.read_checkpoint(tmp_path / "last.pth"))
     with pytest.raises(BadInput, match=f"{tmp_path / 'last.pth'} holds no optimizer state"):
         trainer._restore(plan, net, optimizer, None, torch.amp.GradScaler("cpu"), amp=False, device="cpu")
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("Optimizer.lr=1e38", "'Optimizer.lr' must be <= 1e+30, got 1e+38 (--set Optimizer.lr=1e38)"),
+    ("Train.seed=4294967296", "'Train.seed' must be <= 4294967295, got 4294967296 (--set Train.seed=4294967296)"),
+    ("Train.seed=-1", "'Train.seed' must be >= 0, got -1 (--set Train.seed=-1)"),
+    ("Morph.pairs=/nonexistent.json", "Morph.pairs: morphology pairs '/nonexistent.json': not a known name"),
+    ("Dataset.num_keypoint=5", "has points of shape (68, 2), but Dataset.num_keypoint is 5"),
+])
+def test_settings_that_cannot_train_are_refused_before_the_run_folder_is_made(synthetic_dataset, tmp_path, capsys,
+                                                                              setting, words):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "bad", "--set", setting) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_malformed_morphology_pairs_are_refused_naming_the_key_and_file(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    for name, text, words in (("broken.json", "[[1, 2]", "not valid JSON"),
+                              ("far.json", "[[[0, 99]], []]", "")):
+        (tmp_path / name).write_text(text)
+        assert _run(table, tmp_path, "bad", "--set", f"Morph.pairs={tmp_path / name}") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: Morph.pairs: {tmp_path / name}: {words}") and err.count("\n") == 1, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_negative_threads_are_refused_in_one_line(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "bad", "--threads", "-1") == 2
+    assert capsys.readouterr().err == "error: --threads must be >= 1, got -1\n"
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_truncated_array_is_refused_before_training(synthetic_dataset, tmp_path, capsys):
+    import shutil
+
+    _, table = synthetic_dataset
+    data = tmp_path / "data"
+    shutil.copytree(table, data)
+    victim = data / json.loads((data / "train.json").read_text())[3]["image"]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    assert _run(data, tmp_path, "bad") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {victim}: truncated .npy array") and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_init_weights_refuses_a_damaged_checkpoint(synthetic_dataset, tmp_path, capsys):
+    import struct
+    import zipfile
+
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "first", "--set", "Train.epoch=1") == 0
+    data = bytearray((tmp_path / "first/best.pth").read_bytes())
+    with zipfile.ZipFile(tmp_path / "first/best.pth") as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[largest.header_offset + 26:largest.header_offset + 30])
+    data[largest.header_offset + 30 + name_length + extra_length + largest.file_size // 2] ^= 0x01  # in a tensor
+    (tmp_path / "damaged.pth").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert _run(table, tmp_path, "second", "--init-weights", str(tmp_path / "damaged.pth")) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'damaged.pth'}: corrupt checkpoint: entry '{largest.filename}' fails its CRC check" in err
+    assert not (tmp_path / "second").exists()
