@@ -46,6 +46,8 @@ class RunPlan:
     save_root: Path
     name: str
     resume_state: object = None
+    changed: dict = None  # on resume: dotted key -> (the run's value, the --set value) for each override that changes one
+
 
     @property
     def run_dir(self) -> Path:
@@ -78,10 +80,42 @@ def plan_run(config_path, overrides=(), name: str | None = None, save_dir=None, 
         if not last.is_file():
             raise BadInput(f"--resume: no checkpoint at {last}")
         state = read_checkpoint(last)  # read once; refused when broken
-        return RunPlan(util.load_config(run_dir / CONFIG_FILE, overrides), save_root, name, state)
+        own = util.load_config(run_dir / CONFIG_FILE)
+        config = util.load_config(run_dir / CONFIG_FILE, overrides)
+        changed = changed_settings(own, config)
+        fixed = [key for key in changed if fixed_on_resume(key, own)]
+        if fixed:
+            listed = ", ".join(f"{key} (the run's {changed[key][0]!r}, --set {changed[key][1]!r})" for key in fixed)
+            raise BadInput(f"--resume: {listed} cannot change in a run: {last} holds the optimizer, schedule and "
+                           f"network made with the run's value; start a new run from its weights instead "
+                           f"(--init-weights {last})")
+        return RunPlan(config, save_root, name, state, changed)
     if check_free and last.exists():
         raise BadInput(f"{run_dir} already holds a run: pass --resume to continue it or choose another --name")
     return RunPlan(config, save_root, name)
+
+
+# Settings that the state restored from last.pth embodies (the network, the optimizer with its learning
+# rates and moments): an override of one of them on resume would be written to config.yaml but not used
+FIXED_ON_RESUME = ("Model.", "Optimizer.", "Dataset.image_size", "Dataset.num_keypoint")
+
+
+def fixed_on_resume(key: str, config) -> bool:
+    """True when ``key`` cannot change when a run resumes (with a cosine schedule its length, Train.epoch,
+    is part of the restored schedule too)."""
+    return key.startswith(FIXED_ON_RESUME) or (key == "Train.epoch" and config.Optimizer.scheduler == "cosine")
+
+
+def changed_settings(before, after, prefix: str = "") -> dict:
+    """Dotted key -> (old, new) for every leaf of config ``after`` that differs from ``before``."""
+    changed = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed.update(changed_settings(old, value, f"{prefix}{key}."))
+        elif value != old:
+            changed[f"{prefix}{key}"] = (old, value)
+    return changed
 
 
 class ShardedEpochSampler(torch.utils.data.Sampler):
@@ -304,9 +338,14 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     if plan.resume_state is not None:
         state = _restore(plan, net, optimizer, scheduler, scaler, amp, device)
         run.log(f"resumed {run.dir} after epoch {state['epoch']}")
+        if plan.changed:
+            run.log("resumed with changed settings (used from now on): "
+                    + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in plan.changed.items()))
     elif init_weights is not None:
         load_weights(net, init_weights)
         run.log(f"initialised the model from {options.init_weights}")
+    for done in run.start_after(state["epoch"]):
+        run.log(done)
     average = WeightAverage(net, config.Train.ema_decay) if config.Train.ema_decay > 0 else None
     if average is not None and plan.resume_state is not None:
         if "weight_average" not in plan.resume_state.entries:

@@ -415,3 +415,58 @@ def test_init_weights_refuses_a_damaged_checkpoint(synthetic_dataset, tmp_path, 
     err = capsys.readouterr().err
     assert f"{tmp_path / 'damaged.pth'}: corrupt checkpoint: entry '{largest.filename}' fails its CRC check" in err
     assert not (tmp_path / "second").exists()
+
+
+def test_resume_refuses_overrides_that_the_restored_state_would_ignore(synthetic_dataset, tmp_path, capsys):
+    """The optimizer in last.pth holds its learning rate: a new one would be written to config.yaml and
+    silently not used. Settings read afresh each epoch are used, and the log says so."""
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "r", "--set", "Train.epoch=3", "--stop-after-epoch", "1") == 0
+    before = {name: (tmp_path / "r" / name).read_bytes() for name in ("config.yaml", "last.pth", "metrics.jsonl")}
+    capsys.readouterr()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "Train.epoch=3", "--set", "Optimizer.lr=0.001") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: Optimizer.lr (the run's 0.002, --set 0.001) cannot change in a run")
+    assert err.count("\n") == 1 and f"--init-weights {tmp_path / 'r' / 'last.pth'}" in err
+    assert all((tmp_path / "r" / name).read_bytes() == data for name, data in before.items())
+    assert _run(table, tmp_path, "r", "--resume", "--set", "Train.epoch=3", "--set", "Train.patience=50",
+                "--stop-after-epoch", "2") == 0
+    assert "resumed with changed settings (used from now on): Train.patience 10 -> 50" in \
+        (tmp_path / "r/log.txt").read_text()
+    assert yaml.safe_load((tmp_path / "r/config.yaml").read_text())["Train"]["patience"] == 50
+
+
+def test_resume_refuses_a_new_length_of_a_cosine_schedule(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    cosine = ("--set", "Optimizer.scheduler=cosine")
+    assert _run(table, tmp_path, "c", *cosine, "--stop-after-epoch", "1") == 0
+    assert _run(table, tmp_path, "c", "--resume", *cosine, "--set", "Train.epoch=4") == 2
+    assert "error: --resume: Train.epoch (the run's 2, --set 4) cannot change in a run" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_its_metrics_row_and_last_pth_resumes_without_repeating_the_epoch(
+        synthetic_dataset, tmp_path, monkeypatch):
+    import tempfile
+
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "straight", "--set", "Train.epoch=3") == 0
+    real_save = trainer.save_checkpoint
+
+    def killed_while_writing_last(path, net, **extra):
+        if Path(path).name == "last.pth" and extra["epoch"] == 2:
+            tempfile.mkstemp(prefix=".last.pth.", suffix=".tmp", dir=Path(path).parent)  # what a kill leaves
+            raise KeyboardInterrupt
+        return real_save(path, net, **extra)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_while_writing_last)
+    with pytest.raises(KeyboardInterrupt):
+        _run(table, tmp_path, "killed", "--set", "Train.epoch=3")
+    assert [m["epoch"] for m in _metrics(tmp_path / "killed")] == [1, 2]  # the row of epoch 2, not its last.pth
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert _run(table, tmp_path, "killed", "--resume", "--set", "Train.epoch=3") == 0
+    assert [m["epoch"] for m in _metrics(tmp_path / "killed")] == [1, 2, 3]
+    assert [m["train/loss"] for m in _metrics(tmp_path / "killed")] == \
+           [m["train/loss"] for m in _metrics(tmp_path / "straight")]
+    assert not list((tmp_path / "killed").glob(".*.tmp"))
+    log = (tmp_path / "killed/log.txt").read_text()
+    assert "dropped 1 row(s) after epoch 1 from metrics.jsonl" in log and "left by an interrupted write" in log
