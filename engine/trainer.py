@@ -298,6 +298,18 @@ def run_morph_pairs(config, device):
     return tuple(torch.as_tensor(p, device=device) for p in pairs)
 
 
+def checkpoint_bytes_needed(net, config) -> int:
+    """Disk space for a run's checkpoints, from above: last.pth holds the weights, Adam's two moments per
+    parameter and, with Train.ema_decay, the weight average; best.pth the weights (the size of each file
+    is checked again when it is written, model.weights.save_checkpoint)."""
+    from model.weights import CHECKPOINT_OVERHEAD_BYTES, checkpoint_size_estimate
+
+    weights = checkpoint_size_estimate(net.state_dict()) - CHECKPOINT_OVERHEAD_BYTES
+    moments = 2 * sum(p.numel() * p.element_size() for p in net.parameters())
+    average = weights if config.Train.ema_decay > 0 else 0
+    return 2 * CHECKPOINT_OVERHEAD_BYTES + 2 * weights + moments + average
+
+
 def train(plan: RunPlan, options: TrainOptions) -> int:
     """Train ``plan`` to the end of its schedule (or the options' stop); 0 when done, 2 when training
     diverged (the last good checkpoints are kept)."""
@@ -312,6 +324,11 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     train_set = KeypointDataset(config, "train")  # refuses a table or array that does not fit the config
     val_set = KeypointDataset(config, "val")
     morph_pairs = run_morph_pairs(config, device)
+    net = build_model(config).to(device)
+    if init_weights is not None:
+        load_weights(net, init_weights)  # refused when it does not fit: before the run folder is made
+    if rank == 0:  # one last.pth (weights, optimizer moments, weight average) and one best.pth
+        util.check_free_space(run_dir, checkpoint_bytes_needed(net, config), "the run's checkpoints")
     # every input read and checked: only now the run folder is made
     run = Experiment(plan.save_root, plan.name, writer=rank == 0, tensorboard=config.MISC.TB)
     amp = options.amp and device.type == "cuda"
@@ -329,7 +346,6 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                    "pin_memory": device.type == "cuda"}
     train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, **loader_args)
     val_loader = torch.utils.data.DataLoader(val_set, **loader_args)
-    net = build_model(config).to(device)
     if world > 1 and options.sync_bn:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     optimizer, scheduler = build_optimizer(net, config)
@@ -342,7 +358,6 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
             run.log("resumed with changed settings (used from now on): "
                     + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in plan.changed.items()))
     elif init_weights is not None:
-        load_weights(net, init_weights)
         run.log(f"initialised the model from {options.init_weights}")
     for done in run.start_after(state["epoch"]):
         run.log(done)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from misc.errors import BadInput
-from util import atomic_open, config_from_dict
+from util import atomic_open, check_free_space, config_from_dict
 
 __all__ = ["Checkpoint", "CheckpointError", "UnsafeCheckpointError", "ImagenetLoadReport", "load_weights",
            "save_checkpoint", "load_imagenet_hrnet", "read_checkpoint", "load_file", "extract_state_dict",
@@ -232,8 +232,32 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, **extra: Any) -> No
     if "model" in extra:
         raise ValueError("'model' is reserved for the state dict")
     payload = {"model": _unwrap(net).state_dict(), **{k: _plain(v) for k, v in extra.items()}}
+    # the file replaced stays until the new one is complete: the whole new file must fit beside it
+    check_free_space(path.parent, checkpoint_size_estimate(payload), f"{path.name}")
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
+
+
+CHECKPOINT_OVERHEAD_BYTES = 2**20  # zip directory, 64-byte entry alignment and the pickled structure
+
+
+def checkpoint_size_estimate(payload: Any) -> int:
+    """Bytes ``torch.save`` writes for ``payload``, from above: every tensor's bytes plus an overhead
+    per tensor and for the whole file."""
+    tensors = []
+
+    def collect(value):
+        if torch.is_tensor(value):
+            tensors.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    collect(payload)
+    return CHECKPOINT_OVERHEAD_BYTES + sum(t.untyped_storage().nbytes() + 256 for t in tensors)
 
 
 @dataclass

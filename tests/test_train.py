@@ -470,3 +470,44 @@ def test_a_run_killed_between_its_metrics_row_and_last_pth_resumes_without_repea
     assert not list((tmp_path / "killed").glob(".*.tmp"))
     log = (tmp_path / "killed/log.txt").read_text()
     assert "dropped 1 row(s) after epoch 1 from metrics.jsonl" in log and "left by an interrupted write" in log
+
+
+def _disk_with_free(monkeypatch, free_bytes):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * free_bytes, 9 * free_bytes, free_bytes))
+
+
+def test_training_checks_free_space_for_its_checkpoints_not_a_fixed_64_mb(synthetic_dataset, tmp_path, capsys,
+                                                                            monkeypatch):
+    """The paper's network: last.pth (weights and Adam's moments) is about 380 MB, best.pth 127 MB."""
+    _, table = synthetic_dataset
+    _disk_with_free(monkeypatch, 65 * 2**20)  # above the 64 MB every output folder needs
+    paper_net = ("--set", "Model.width=32", "--set", "Model.ocr_width=128", "--set", "Model.small=false")
+    assert _run(table, tmp_path, "big", *paper_net) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: not enough free space in {tmp_path / 'big'} for the run's checkpoints: ") and \
+        err.count("\n") == 1 and "65.0 MB free" in err, err
+    assert float(err.split(": ")[2].split(" MB")[0]) > 500  # MB needed
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_checkpoint_write_checks_free_space_for_its_own_size(tmp_path, monkeypatch):
+    from misc.errors import BadInput
+    from model.weights import checkpoint_size_estimate
+
+    net = torch.nn.Linear(600, 600)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 600)).sum().backward()
+    optimizer.step()
+    model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict())
+    written = (tmp_path / "last.pth").stat().st_size
+    estimate = checkpoint_size_estimate({"model": net.state_dict(), "optimizer": optimizer.state_dict()})
+    assert written <= estimate <= written + 2**20 + 256 * 10  # from above, by the fixed overhead at most
+    before = (tmp_path / "last.pth").read_bytes()
+    _disk_with_free(monkeypatch, estimate - 1)
+    with pytest.raises(BadInput, match=f"not enough free space in {tmp_path} for last.pth"):
+        model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict())
+    assert (tmp_path / "last.pth").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
