@@ -82,6 +82,7 @@ def plan_run(config_path, overrides=(), name: str | None = None, save_dir=None, 
         state = read_checkpoint(last)  # read once; refused when broken
         own = util.load_config(run_dir / CONFIG_FILE)
         config = util.load_config(run_dir / CONFIG_FILE, overrides)
+        check_resumable(state.entries, last, config)  # before anything is written to the run folder
         changed = changed_settings(own, config)
         fixed = [key for key in changed if fixed_on_resume(key, own)]
         if fixed:
@@ -362,10 +363,7 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     for done in run.start_after(state["epoch"]):
         run.log(done)
     average = WeightAverage(net, config.Train.ema_decay) if config.Train.ema_decay > 0 else None
-    if average is not None and plan.resume_state is not None:
-        if "weight_average" not in plan.resume_state.entries:
-            raise BadInput(f"--resume: {run_dir / LAST_CHECKPOINT} holds no weight average, but "
-                           f"Train.ema_decay is {config.Train.ema_decay}: resume with the run's own config")
+    if average is not None and plan.resume_state is not None:  # present: check_resumable
         average.load_state_dict(plan.resume_state.entries["weight_average"])
     validated_net = average.module if average is not None else net  # what validation measures and best.pth holds
     if world > 1:
@@ -464,14 +462,21 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     return 0
 
 
-def _restore(plan: RunPlan, net, optimizer, scheduler, scaler, amp: bool, device) -> dict:
-    """Load last.pth into the network, optimizer, schedule and (with --amp) the loss scaler; the
-    run's counters. Optimizer tensors follow the parameters to ``device``."""
-    entries = load_weights(net, plan.resume_state)
-    last = plan.run_dir / LAST_CHECKPOINT
+def check_resumable(entries: dict, last: Path, config) -> None:
+    """Refuse (naming the file) a last.pth that cannot continue a run with ``config``."""
     if "optimizer" not in entries or "train_state" not in entries:
         raise BadInput(f"--resume: {last} holds no optimizer state (it is not a run's last.pth, e.g. a "
                        f"best.pth or an exported model): start a new run with --init-weights {last}")
+    if config.Train.ema_decay > 0 and "weight_average" not in entries:
+        raise BadInput(f"--resume: {last} holds no weight average, but Train.ema_decay is "
+                       f"{config.Train.ema_decay}: resume with the run's own config")
+
+
+def _restore(plan: RunPlan, net, optimizer, scheduler, scaler, amp: bool, device) -> dict:
+    """Load last.pth into the network, optimizer, schedule and (with --amp) the loss scaler; the
+    run's counters. Optimizer tensors follow the parameters to ``device``."""
+    check_resumable(plan.resume_state.entries, plan.run_dir / LAST_CHECKPOINT, plan.config)
+    entries = load_weights(net, plan.resume_state)
     optimizer.load_state_dict(entries["optimizer"])
     if scheduler is not None and entries.get("scheduler"):
         scheduler.load_state_dict(entries["scheduler"])

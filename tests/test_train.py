@@ -511,3 +511,23 @@ def test_a_checkpoint_write_checks_free_space_for_its_own_size(tmp_path, monkeyp
     with pytest.raises(BadInput, match=f"not enough free space in {tmp_path} for last.pth"):
         model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict())
     assert (tmp_path / "last.pth").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
+
+
+def test_resume_refusals_leave_the_run_folder_untouched(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "r", "--set", "Train.epoch=2", "--stop-after-epoch", "1") == 0
+
+    def folder():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+
+    before = folder()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "MISC.TB=true", "--set", "Train.ema_decay=0.9") == 2
+    assert "holds no weight average" in capsys.readouterr().err
+    assert folder() == before
+    last = torch.load(tmp_path / "r/last.pth", weights_only=True)
+    torch.save({"model": last["model"], "epoch": 1, "config": last["config"]}, tmp_path / "r/last.pth")  # exported
+    before = folder()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "MISC.TB=true") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --resume: {tmp_path / 'r/last.pth'} holds no optimizer state") and err.count("\n") == 1
+    assert folder() == before  # no TensorBoard folder, no log line
