@@ -55,8 +55,9 @@ PREV_HEATMAP_RULES = ("clicked_at_test", "clicked", "full", "none")
 # "pixel" = pixels of the network grid (misc/frames.py)
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
-# Far above any useful learning rate, yet Adam's first step (lr / (1 - beta1) = 10 lr) and lr times
-# Optimizer.click_lr_mult stay far inside float32 (largest finite value about 3.4e38)
+# Far above any useful learning rate or weight decay, yet Adam's first step (lr / (1 - beta1) = 10 lr),
+# lr times Optimizer.click_lr_mult and lr times weight_decay (AdamW) stay far inside float32 (whose
+# largest finite value is about 3.4e38): torch refuses such factors mid-step with a traceback
 MAX_LR = 1e30
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (util.seed_everything) takes seeds in [0, 2**32 - 1]
 
@@ -117,7 +118,7 @@ SCHEMA: dict = {
     "Optimizer": {
         "optimizer": _choice("Adam", "AdamW"),
         "lr": Spec(float, minimum=0.0, maximum=MAX_LR),
-        "weight_decay": _float(0.0),
+        "weight_decay": Spec(float, minimum=0.0, maximum=MAX_LR),
         "scheduler": _choice("", "cosine"),
         "click_lr_mult": Spec(float, minimum=0.0, default=1.0,
                               help="learning-rate factor for the click pathway (click encoder and "
@@ -267,9 +268,10 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
         problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
                         f"Train.max_click_rounds ({train['max_click_rounds']})")
     optimizer = tree.get("Optimizer", {})
-    if optimizer.get("lr", 0) * optimizer.get("click_lr_mult", 1) > MAX_LR:
-        problems.append(f"{source}: Optimizer.lr ({optimizer['lr']}) times Optimizer.click_lr_mult "
-                        f"({optimizer['click_lr_mult']}) must be <= {MAX_LR:g}")
+    for factor in ("click_lr_mult", "weight_decay"):
+        if optimizer.get("lr", 0) * optimizer.get(factor, 1) > MAX_LR:
+            problems.append(f"{source}: Optimizer.lr ({optimizer['lr']}) times Optimizer.{factor} "
+                            f"({optimizer[factor]}) must be <= {MAX_LR:g}")
     dataset = tree.get("Dataset", {})
     if (dataset.get("train_vertebra_order") == "fix_rotated"
             and dataset.get("num_keypoint", 0) % POINTS_PER_VERTEBRA):
