@@ -59,6 +59,10 @@ DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sa
 # lr times Optimizer.click_lr_mult and lr times weight_decay (AdamW) stay far inside float32 (whose
 # largest finite value is about 3.4e38): torch refuses such factors mid-step with a traceback
 MAX_LR = 1e30
+# Largest side of an image, stored (data_preprocessing.py --size) or fed to the network
+# (Dataset.image_size): 8x the paper's 512. A 4096 x 4096 image is 48 MB (uint8, 3 channels) before any
+# resize buffer or activation; 100000 x 100000 would be 30 GB
+MAX_IMAGE_SIDE_PX = 4096
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (util.seed_everything) takes seeds in [0, 2**32 - 1]
 
 SCHEMA: dict = {
@@ -71,7 +75,8 @@ SCHEMA: dict = {
     },
     "Dataset": {
         "NAME": STR,
-        "image_size": Spec(list, item=int, length=2, minimum=8, help="[rows, cols] of the network input"),
+        "image_size": Spec(list, item=int, length=2, minimum=8, maximum=MAX_IMAGE_SIDE_PX,
+                           help="[rows, cols] of the network input"),
         "num_keypoint": _int(1),
         "heatmap_std": Spec(float, positive=True, help="std of the Gaussian targets and click maps, grid px"),
         "subpixel_decoding": BOOL,

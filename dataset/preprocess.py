@@ -53,6 +53,7 @@ from dataset.aasce_io import (
     read_image,
     read_label,
 )
+from config_schema import MAX_IMAGE_SIDE_PX
 from util import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOURCE = "./data/dataset16/boostnet_labeldata/"
 DEFAULT_TARGET = "./data/"
 DEFAULT_SIZE_ROW_COL = (512, 256)
-# Largest side of a stored image: 8x the paper's input. One image of 4096 x 4096 is 48 MB in memory
-# (uint8, 3 channels) before the resize buffers of each worker; 100000 x 100000 would be 30 GB
-MAX_SIDE_PX = 4096
+MAX_SIDE_PX = MAX_IMAGE_SIDE_PX  # largest side of a stored image
 MAX_SEED = 2**32 - 1  # numpy.random.default_rng takes seeds >= 0; the draw is recorded in preprocessing.json
 DEFAULT_VAL_SIZE = 128
 DATASET_NAME = "dataset16"

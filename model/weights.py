@@ -103,8 +103,7 @@ def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
 def _needs_unpickling(exc: pickle.UnpicklingError) -> bool:
     """torch's weights-only loader refused a Python object it does not allow (``Unsupported global``,
     ``unsupported GLOBAL ... is blocked``), rather than bytes it could not parse."""
-    text = str(exc).lower()
-    return "unsupported global" in text or "weights_only" in text and "global" in text
+    return "unsupported global" in str(exc).lower()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -354,6 +354,7 @@ def test_resume_from_a_file_without_optimizer_state_names_the_file(tmp_path):
     ("Optimizer.lr=1e38", "'Optimizer.lr' must be <= 1e+30, got 1e+38 (--set Optimizer.lr=1e38)"),
     ("Optimizer.weight_decay=1e39", "'Optimizer.weight_decay' must be <= 1e+30, got 1e+39"),
     ("Optimizer.click_lr_mult=1e33", "Optimizer.lr (0.002) times Optimizer.click_lr_mult (1e+33) must be <= 1e+30"),
+    ("Dataset.image_size=[100000,100000]", "'Dataset.image_size' must be <= 4096, got [100000, 100000]"),
     ("Train.seed=4294967296", "'Train.seed' must be <= 4294967295, got 4294967296 (--set Train.seed=4294967296)"),
     ("Train.seed=-1", "'Train.seed' must be >= 0, got -1 (--set Train.seed=-1)"),
     ("Morph.pairs=/nonexistent.json", "Morph.pairs: morphology pairs '/nonexistent.json': not a known name"),
