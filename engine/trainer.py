@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,7 @@ class RunPlan:
     save_root: Path
     name: str
     resume_state: object = None
-    changed: dict = None  # on resume: dotted key -> (the run's value, the --set value) for each override that changes one
-
+    changed: dict = field(default_factory=dict)  # on resume: dotted key -> (run's value, --set value)
 
     @property
     def run_dir(self) -> Path:

@@ -532,5 +532,6 @@ def test_resume_refusals_leave_the_run_folder_untouched(synthetic_dataset, tmp_p
     before = folder()
     assert _run(table, tmp_path, "r", "--resume", "--set", "MISC.TB=true") == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --resume: {tmp_path / 'r/last.pth'} holds no optimizer state") and err.count("\n") == 1
+    assert err.startswith(f"error: --resume: {tmp_path / 'r/last.pth'} holds no optimizer state")
+    assert err.count("\n") == 1
     assert folder() == before  # no TensorBoard folder, no log line
