@@ -57,6 +57,16 @@ CHECKPOINT_RULES = ("best", "last")
 TRAINABLE_SPLITS = ("train", "val")
 DECISION_METRICS = ("hargmax_mm_MRE", "sargmax_mm_MRE", "hargmax_pixel_MRE", "sargmax_pixel_MRE")
 
+# Far above any useful learning rate or weight decay, yet Adam's first step (lr / (1 - beta1) = 10 lr),
+# lr times Optimizer.click_lr_mult and lr times weight_decay (AdamW) stay far inside float32 (whose
+# largest finite value is about 3.4e38): torch refuses such factors mid-step with a traceback
+MAX_LR = 1e30
+# Largest side of an image, stored (data_preprocessing.py --size) or fed to the network
+# (Dataset.image_size): 8x the paper's 512. A 4096 x 4096 image is 48 MB (uint8, 3 channels) before any
+# resize buffer or activation; 100000 x 100000 would be 30 GB
+MAX_IMAGE_SIDE_PX = 4096
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (util.seed_everything) takes seeds in [0, 2**32 - 1]
+
 SCHEMA: dict = {
     "PATH": {
         "SAVE": Spec(str, help="folder that holds one sub-folder per experiment"),
@@ -67,7 +77,8 @@ SCHEMA: dict = {
     },
     "Dataset": {
         "NAME": STR,
-        "image_size": Spec(list, item=int, length=2, minimum=8, help="[rows, cols] of the network input"),
+        "image_size": Spec(list, item=int, length=2, minimum=8, maximum=MAX_IMAGE_SIDE_PX,
+                           help="[rows, cols] of the network input"),
         "num_keypoint": _int(1),
         "heatmap_std": Spec(float, positive=True, help="std of the Gaussian targets and click maps, grid px"),
         "subpixel_decoding": BOOL,
@@ -113,8 +124,8 @@ SCHEMA: dict = {
     },
     "Optimizer": {
         "optimizer": _choice("Adam", "AdamW"),
-        "lr": _float(0.0),
-        "weight_decay": _float(0.0),
+        "lr": Spec(float, minimum=0.0, maximum=MAX_LR),
+        "weight_decay": Spec(float, minimum=0.0, maximum=MAX_LR),
         "scheduler": _choice("", "cosine"),
         "click_lr_mult": Spec(float, minimum=0.0, default=1.0,
                               help="learning-rate factor for the click pathway (click encoder and "
@@ -129,7 +140,7 @@ SCHEMA: dict = {
         "min_click_rounds": Spec(int, minimum=0, default=0,
                                  help="least no-grad click rounds per batch (0 = paper); the count is "
                                       "drawn uniformly from min_click_rounds..max_click_rounds"),
-        "seed": _int(0),
+        "seed": Spec(int, minimum=0, maximum=MAX_SEED),
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),
         "val_every": Spec(int, minimum=1, default=1,
@@ -279,6 +290,11 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
         elif "val" in splits and train.get("checkpoint", "best") == "best":
             problems.append(f"{source}: Train.train_splits {splits!r} trains on the validation images, so "
                             f"'best' would choose best.pth on images it has seen: set Train.checkpoint: last")
+    optimizer = tree.get("Optimizer", {})
+    for factor in ("click_lr_mult", "weight_decay"):
+        if optimizer.get("lr", 0) * optimizer.get(factor, 1) > MAX_LR:
+            problems.append(f"{source}: Optimizer.lr ({optimizer['lr']}) times Optimizer.{factor} "
+                            f"({optimizer[factor]}) must be <= {MAX_LR:g}")
     dataset = tree.get("Dataset", {})
     if (dataset.get("train_vertebra_order") == "fix_rotated"
             and dataset.get("num_keypoint", 0) % POINTS_PER_VERTEBRA):

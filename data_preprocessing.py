@@ -19,6 +19,8 @@ from dataset.preprocess import (
     DEFAULT_SOURCE,
     DEFAULT_TARGET,
     DEFAULT_VAL_SIZE,
+    MAX_SEED,
+    MAX_SIDE_PX,
     OutputExistsError,
     available_cpus,
     preprocess,
@@ -60,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    too_large = max(args.size) > MAX_SIDE_PX
+    bad_seed = not 0 <= args.seed <= MAX_SEED
+    if too_large or bad_seed:  # before any image is read: one line, the status of a usage error
+        print(f"error: --size must be at most {MAX_SIDE_PX} px a side, got {args.size[0]} {args.size[1]}" if too_large
+              else f"error: --seed must be in [0, {MAX_SEED}], got {args.seed}", file=sys.stderr)
+        return 2
     if args.size[0] <= 0 or args.size[1] <= 0:
         build_parser().error(f"--size needs two positive integers, got {args.size}")
     if args.val_size < 0:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from engine.evaluator import EvaluationJob, locate_model, run_evaluation
-from misc.errors import report_bad_input
+from misc.errors import BadInput, report_bad_input
 
 
 def parse_args(argv=None):
@@ -59,6 +59,10 @@ def parse_args(argv=None):
 @report_bad_input
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for flag, value, minimum in (("--max-clicks", args.max_clicks, 0), ("--table-clicks", args.table_clicks, 0),
+                                 ("--batch-size", args.batch_size, 1), ("--visualize", args.visualize, 0)):
+        if value is not None and value < minimum:
+            raise BadInput(f"{flag} must be >= {minimum}, got {value}")
     config, checkpoint, default_out = locate_model(args.only_test_version, args.checkpoint, args.config, args.set,
                                                    args.save_dir, allow_pickle=args.allow_pickle)
     if args.data:

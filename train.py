@@ -16,7 +16,7 @@ import sys
 
 import util
 from engine.trainer import TrainOptions, plan_run, train
-from misc.errors import report_bad_input
+from misc.errors import BadInput, report_bad_input
 
 PAPER_CONFIG = "config/spineweb_ours.yaml"
 
@@ -59,6 +59,8 @@ def parse_args(argv=None):
 @report_bad_input
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise BadInput(f"--threads must be >= 1, got {args.threads}")
     plan = plan_run(args.config, args.set, name=args.name, save_dir=args.save_dir, resume=args.resume,
                     check_free=not args.print_config)
     if args.print_config:

@@ -58,7 +58,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 __all__ = ["ConfigError", "load_config", "merge_config_trees", "config_from_dict", "parse_override",
            "select_device", "seed_everything", "atomic_open", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text", "config_to_yaml", "check_output_dir", "BadInput"]
+           "atomic_write_text", "config_to_yaml", "check_output_dir", "check_free_space", "BadInput"]
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -253,6 +253,20 @@ def check_output_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYT
         raise BadInput(f"output folder {path} is (nearly) full: {free / 2**20:.1f} MB free, at least "
                        f"{min_free_bytes / 2**20:.0f} MB needed")
     return path
+
+
+def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """BadInput (one line naming the folder and ``what``) when ``folder`` (or its nearest existing parent)
+    has fewer than ``needed_bytes`` free."""
+    import shutil
+
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise BadInput(f"not enough free space in {folder} for {what}: {needed_bytes / 2**20:.1f} MB needed, "
+                       f"{free / 2**20:.1f} MB free")
 
 
 def _current_umask() -> int:

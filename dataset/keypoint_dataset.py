@@ -38,6 +38,57 @@ def points_key(entry: dict, path_hint: str) -> str:
     return keys[0]
 
 
+def check_entries(table: list[dict], image_dir: Path, num_keypoints: int, source: str) -> None:
+    """Refuse (BadInput naming the file) a table whose points do not number ``num_keypoints`` or whose
+    .npy arrays are missing, truncated or not 2-D/3-D uint8-sized images: read from the .npy headers and
+    file sizes, before any training or evaluation starts rather than in the middle of an epoch."""
+    for entry in table:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise BadInput(f"{source}: every sample must be an object with an 'image' field, got {entry!r:.80}")
+        image_path = image_dir / entry["image"]
+        if not any(k.startswith("points_") for k in entry):
+            raise BadInput(f"{source}: sample '{entry['image']}' has no 'points_<rows>' field")
+        points = np.asarray(entry[points_key(entry, str(image_path))])
+        if points.shape != (num_keypoints, 2):
+            raise BadInput(f"{source}: sample '{entry['image']}' has points of shape {points.shape}, but "
+                           f"Dataset.num_keypoint is {num_keypoints}")
+        problem = npy_problem(image_path)
+        if problem:
+            raise BadInput(f"{image_path}: {problem} (listed in {source}); run data_preprocessing.py again")
+
+
+def read_checked_table(config, split: str) -> list[dict]:
+    """The table of ``split`` in the config's data folder, every entry and array checked against the config."""
+    table = read_table(config.PATH.DATA.TABLE, split)
+    check_entries(table, Path(config.PATH.DATA.IMAGE), config.Dataset.num_keypoint,
+                  str(Path(config.PATH.DATA.TABLE) / f"{split}.json"))
+    return table
+
+
+def npy_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete .npy image array, from its header and size (None: it is)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+    except FileNotFoundError:
+        return "image array not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, EOFError) as exc:
+        return f"not a .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if len(shape) not in (2, 3) or dtype.hasobject:
+        return f"not an image array (shape {shape}, dtype {dtype})"
+    expected = data_start + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        return f"truncated .npy array ({size} bytes, its header announces {expected})"
+    return None
+
+
 class KeypointDataset(torch.utils.data.Dataset):
     """One preprocessed split. Training samples are augmented and carry random initial clicks.
 
@@ -52,6 +103,9 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.train = (split == "train") if train is None else train
         self.table = table if table is not None else read_table(config.PATH.DATA.TABLE, split)
         self.image_dir = Path(image_dir or config.PATH.DATA.IMAGE)
+        if table is None:  # a table given by the caller (a test, the demo) is the caller's to check
+            check_entries(self.table, self.image_dir, config.Dataset.num_keypoint,
+                          str(Path(config.PATH.DATA.TABLE) / f"{split}.json"))
         self.size_rc = tuple(config.Dataset.image_size)
         self.num_keypoints = config.Dataset.num_keypoint
         self.swap_lr = config.Dataset.aug.swap_lr_on_flip

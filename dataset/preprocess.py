@@ -53,6 +53,7 @@ from dataset.aasce_io import (
     read_image,
     read_label,
 )
+from config_schema import MAX_IMAGE_SIDE_PX
 from util import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOURCE = "./data/dataset16/boostnet_labeldata/"
 DEFAULT_TARGET = "./data/"
 DEFAULT_SIZE_ROW_COL = (512, 256)
+MAX_SIDE_PX = MAX_IMAGE_SIDE_PX  # largest side of a stored image
+MAX_SEED = 2**32 - 1  # numpy.random.default_rng takes seeds >= 0; the draw is recorded in preprocessing.json
 DEFAULT_VAL_SIZE = 128
 DATASET_NAME = "dataset16"
 PIXEL_SPACING = [1, 1]  # AASCE has no physical spacing: "mm" means original pixels
@@ -309,6 +312,10 @@ def preprocess(
     """
     started = time.perf_counter()
     size_row_col = _check_size(size_row_col, "size_row_col")
+    if max(size_row_col) > MAX_SIDE_PX:
+        raise ValueError(f"size_row_col must be at most {MAX_SIDE_PX} px a side, got {size_row_col!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
     if val_size < 0:
         raise ValueError(f"val_size must be >= 0, got {val_size}")
     workers = available_cpus() if workers is None else int(workers)

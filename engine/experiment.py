@@ -50,6 +50,27 @@ class Experiment:
         if echo:
             print(line, flush=True)
 
+    def start_after(self, epoch: int) -> list[str]:
+        """Make the folder continue after ``epoch`` (0 for a new run), the last epoch last.pth holds: drop
+        metrics rows of later epochs (a run stopped after writing an epoch's row but before its
+        last.pth trains that epoch again) and the temporary files of interrupted checkpoint and config
+        writes. Returns what was done, one phrase each, for the log."""
+        if not self.is_writer:
+            return []
+        done = []
+        metrics = self.dir / METRICS_FILE
+        if metrics.is_file():
+            lines = metrics.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _row_epoch(line) <= epoch]
+            if len(kept) != len(lines):
+                atomic_write_text(metrics, "".join(kept))
+                done.append(f"dropped {len(lines) - len(kept)} row(s) after epoch {epoch} from {METRICS_FILE}")
+        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, CONFIG_FILE, METRICS_FILE):
+            for stale in self.dir.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+                done.append(f"removed {stale.name}, left by an interrupted write")
+        return done
+
     def record_metrics(self, epoch: int, metrics: dict) -> None:
         if not self.is_writer:
             return
@@ -68,6 +89,15 @@ class Experiment:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _row_epoch(line: str) -> float:
+    """The epoch of one metrics.jsonl line (a line that is not a complete row, e.g. cut by a crash, counts
+    as after every epoch, so that it is dropped)."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _json_number(value):

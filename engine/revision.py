@@ -34,8 +34,9 @@ class RevisionTrace:
 
     def clicks(self) -> torch.Tensor:
         """(B, number of clicks made)."""
-        if not self.click_order:
-            return torch.zeros(0, 0, dtype=torch.long)
+        if not self.click_order:  # no click yet: one empty row per image, as concatenating batches needs
+            batch = len(self.coords[COORD_KINDS[0]][0]) if self.coords[COORD_KINDS[0]] else 0
+            return torch.zeros(batch, 0, dtype=torch.long)
         return torch.stack(self.click_order, 1)
 
 

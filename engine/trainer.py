@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import util
-from dataset.keypoint_dataset import KeypointDataset, collate, read_table
+from dataset.keypoint_dataset import KeypointDataset, collate, read_checked_table
 from dataset.morph_pairs import load_morph_pairs
 from engine.evaluation import evaluate, summarise
 from engine.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
@@ -46,6 +46,7 @@ class RunPlan:
     save_root: Path
     name: str
     resume_state: object = None
+    changed: dict = field(default_factory=dict)  # on resume: dotted key -> (run's value, --set value)
 
     @property
     def run_dir(self) -> Path:
@@ -78,10 +79,43 @@ def plan_run(config_path, overrides=(), name: str | None = None, save_dir=None, 
         if not last.is_file():
             raise BadInput(f"--resume: no checkpoint at {last}")
         state = read_checkpoint(last)  # read once; refused when broken
-        return RunPlan(util.load_config(run_dir / CONFIG_FILE, overrides), save_root, name, state)
+        own = util.load_config(run_dir / CONFIG_FILE)
+        config = util.load_config(run_dir / CONFIG_FILE, overrides)
+        check_resumable(state.entries, last, config)  # before anything is written to the run folder
+        changed = changed_settings(own, config)
+        fixed = [key for key in changed if fixed_on_resume(key, own)]
+        if fixed:
+            listed = ", ".join(f"{key} (the run's {changed[key][0]!r}, --set {changed[key][1]!r})" for key in fixed)
+            raise BadInput(f"--resume: {listed} cannot change in a run: {last} holds the optimizer, schedule and "
+                           f"network made with the run's value; start a new run from its weights instead "
+                           f"(--init-weights {last})")
+        return RunPlan(config, save_root, name, state, changed)
     if check_free and last.exists():
         raise BadInput(f"{run_dir} already holds a run: pass --resume to continue it or choose another --name")
     return RunPlan(config, save_root, name)
+
+
+# Settings that the state restored from last.pth embodies (the network, the optimizer with its learning
+# rates and moments): an override of one of them on resume would be written to config.yaml but not used
+FIXED_ON_RESUME = ("Model.", "Optimizer.", "Dataset.image_size", "Dataset.num_keypoint")
+
+
+def fixed_on_resume(key: str, config) -> bool:
+    """True when ``key`` cannot change when a run resumes (with a cosine schedule its length, Train.epoch,
+    is part of the restored schedule too)."""
+    return key.startswith(FIXED_ON_RESUME) or (key == "Train.epoch" and config.Optimizer.scheduler == "cosine")
+
+
+def changed_settings(before, after, prefix: str = "") -> dict:
+    """Dotted key -> (old, new) for every leaf of config ``after`` that differs from ``before``."""
+    changed = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed.update(changed_settings(old, value, f"{prefix}{key}."))
+        elif value != old:
+            changed[f"{prefix}{key}"] = (old, value)
+    return changed
 
 
 class ShardedEpochSampler(torch.utils.data.Sampler):
@@ -252,6 +286,30 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
     return metrics
 
 
+def run_morph_pairs(config, device):
+    """The pairs and triplets of the morphology loss as device tensors (None when Morph.use is off: then
+    nothing reads them); a missing or malformed Morph.pairs is refused naming the key."""
+    if not config.Morph.use:
+        return None
+    try:
+        pairs = load_morph_pairs(config.Morph.pairs, config.Dataset.num_keypoint)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"Morph.pairs: {exc}") from None
+    return tuple(torch.as_tensor(p, device=device) for p in pairs)
+
+
+def checkpoint_bytes_needed(net, config) -> int:
+    """Disk space for a run's checkpoints, from above: last.pth holds the weights, Adam's two moments per
+    parameter and, with Train.ema_decay, the weight average; best.pth the weights (the size of each file
+    is checked again when it is written, model.weights.save_checkpoint)."""
+    from model.weights import CHECKPOINT_OVERHEAD_BYTES, checkpoint_size_estimate
+
+    weights = checkpoint_size_estimate(net.state_dict()) - CHECKPOINT_OVERHEAD_BYTES
+    moments = 2 * sum(p.numel() * p.element_size() for p in net.parameters())
+    average = weights if config.Train.ema_decay > 0 else 0
+    return 2 * CHECKPOINT_OVERHEAD_BYTES + 2 * weights + moments + average
+
+
 def train(plan: RunPlan, options: TrainOptions) -> int:
     """Train ``plan`` to the end of its schedule (or the options' stop); 0 when done, 2 when training
     diverged (the last good checkpoints are kept)."""
@@ -262,6 +320,18 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world))
     if rank == 0:
         util.check_output_dir(run_dir)  # before the data and the network are built
+    util.seed_everything(config.Train.seed)
+    # every entry and array of the trained tables is checked against the config (refused when it does not fit)
+    train_table = [entry for split in config.Train.train_splits for entry in read_checked_table(config, split)]
+    train_set = KeypointDataset(config, "train", table=train_table)
+    val_set = KeypointDataset(config, "val")
+    morph_pairs = run_morph_pairs(config, device)
+    net = build_model(config).to(device)
+    if init_weights is not None:
+        load_weights(net, init_weights)  # refused when it does not fit: before the run folder is made
+    if rank == 0:  # one last.pth (weights, optimizer moments, weight average) and one best.pth
+        util.check_free_space(run_dir, checkpoint_bytes_needed(net, config), "the run's checkpoints")
+    # every input read and checked: only now the run folder is made
     run = Experiment(plan.save_root, plan.name, writer=rank == 0, tensorboard=config.MISC.TB)
     amp = options.amp and device.type == "cuda"
     if options.amp and not amp:
@@ -269,10 +339,6 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
 
-    util.seed_everything(config.Train.seed)
-    train_table = [entry for split in config.Train.train_splits for entry in read_table(config.PATH.DATA.TABLE, split)]
-    train_set = KeypointDataset(config, "train", table=train_table)
-    val_set = KeypointDataset(config, "val")
     sampler = ShardedEpochSampler(len(train_set), config.Train.seed, rank, world)
     # workers are made anew each epoch (not persistent): they copy the dataset's epoch for augmentation;
     # no more of them than cores (the results do not depend on the count)
@@ -282,24 +348,23 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                    "pin_memory": device.type == "cuda"}
     train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, **loader_args)
     val_loader = torch.utils.data.DataLoader(val_set, **loader_args)
-    net = build_model(config).to(device)
     if world > 1 and options.sync_bn:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     optimizer, scheduler = build_optimizer(net, config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    morph_pairs = tuple(torch.as_tensor(p, device=device) for p in load_morph_pairs(config.Morph.pairs))
     state = {"epoch": 0, "best_metric": float("inf"), "best_epoch": 0, "patience": 0}
     if plan.resume_state is not None:
         state = _restore(plan, net, optimizer, scheduler, scaler, amp, device)
         run.log(f"resumed {run.dir} after epoch {state['epoch']}")
+        if plan.changed:
+            run.log("resumed with changed settings (used from now on): "
+                    + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in plan.changed.items()))
     elif init_weights is not None:
-        load_weights(net, init_weights)
         run.log(f"initialised the model from {options.init_weights}")
+    for done in run.start_after(state["epoch"]):
+        run.log(done)
     average = WeightAverage(net, config.Train.ema_decay) if config.Train.ema_decay > 0 else None
-    if average is not None and plan.resume_state is not None:
-        if "weight_average" not in plan.resume_state.entries:
-            raise BadInput(f"--resume: {run_dir / LAST_CHECKPOINT} holds no weight average, but "
-                           f"Train.ema_decay is {config.Train.ema_decay}: resume with the run's own config")
+    if average is not None and plan.resume_state is not None:  # present: check_resumable
         average.load_state_dict(plan.resume_state.entries["weight_average"])
     validated_net = average.module if average is not None else net  # what validation measures and best.pth holds
     if world > 1:
@@ -408,14 +473,21 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     return 0
 
 
-def _restore(plan: RunPlan, net, optimizer, scheduler, scaler, amp: bool, device) -> dict:
-    """Load last.pth into the network, optimizer, schedule and (with --amp) the loss scaler; the
-    run's counters. Optimizer tensors follow the parameters to ``device``."""
-    entries = load_weights(net, plan.resume_state)
-    last = plan.run_dir / LAST_CHECKPOINT
+def check_resumable(entries: dict, last: Path, config) -> None:
+    """Refuse (naming the file) a last.pth that cannot continue a run with ``config``."""
     if "optimizer" not in entries or "train_state" not in entries:
         raise BadInput(f"--resume: {last} holds no optimizer state (it is not a run's last.pth, e.g. a "
                        f"best.pth or an exported model): start a new run with --init-weights {last}")
+    if config.Train.ema_decay > 0 and "weight_average" not in entries:
+        raise BadInput(f"--resume: {last} holds no weight average, but Train.ema_decay is "
+                       f"{config.Train.ema_decay}: resume with the run's own config")
+
+
+def _restore(plan: RunPlan, net, optimizer, scheduler, scaler, amp: bool, device) -> dict:
+    """Load last.pth into the network, optimizer, schedule and (with --amp) the loss scaler; the
+    run's counters. Optimizer tensors follow the parameters to ``device``."""
+    check_resumable(plan.resume_state.entries, plan.run_dir / LAST_CHECKPOINT, plan.config)
+    entries = load_weights(net, plan.resume_state)
     optimizer.load_state_dict(entries["optimizer"])
     if scheduler is not None and entries.get("scheduler"):
         scheduler.load_state_dict(entries["scheduler"])

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from misc.errors import BadInput
-from util import atomic_open, config_from_dict
+from util import atomic_open, check_free_space, config_from_dict
 
 __all__ = ["Checkpoint", "CheckpointError", "UnsafeCheckpointError", "ImagenetLoadReport", "load_weights",
            "save_checkpoint", "load_imagenet_hrnet", "read_checkpoint", "load_file", "extract_state_dict",
@@ -65,6 +65,13 @@ def _format_problem(path: Path) -> str | None:
     if head.startswith(_ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
             return f"truncated or corrupt checkpoint ({size} bytes; its zip directory is missing)"
+        try:  # torch.load does not check the CRCs: a flipped byte in a tensor would load as a wrong weight
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            return f"truncated or corrupt checkpoint ({_first_line(exc)})"
+        if damaged is not None:
+            return f"corrupt checkpoint: entry '{damaged}' fails its CRC check (the file was damaged)"
         return None
     if head == _LEGACY_MAGIC:
         return None
@@ -83,7 +90,7 @@ def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
-        if allow_pickle or "Unsupported global" not in str(exc):
+        if allow_pickle or not _needs_unpickling(exc):
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
         raise UnsafeCheckpointError(
             f"{path}: this file stores pickled Python objects, not only tensors and plain values, so it "
@@ -91,6 +98,12 @@ def load_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
             f"allow_pickle=True (command line: --allow-pickle)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
+
+
+def _needs_unpickling(exc: pickle.UnpicklingError) -> bool:
+    """torch's weights-only loader refused a Python object it does not allow (``Unsupported global``,
+    ``unsupported GLOBAL ... is blocked``), rather than bytes it could not parse."""
+    return "unsupported global" in str(exc).lower()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -218,8 +231,32 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, **extra: Any) -> No
     if "model" in extra:
         raise ValueError("'model' is reserved for the state dict")
     payload = {"model": _unwrap(net).state_dict(), **{k: _plain(v) for k, v in extra.items()}}
+    # the file replaced stays until the new one is complete: the whole new file must fit beside it
+    check_free_space(path.parent, checkpoint_size_estimate(payload), f"{path.name}")
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
+
+
+CHECKPOINT_OVERHEAD_BYTES = 2**20  # zip directory, 64-byte entry alignment and the pickled structure
+
+
+def checkpoint_size_estimate(payload: Any) -> int:
+    """Bytes ``torch.save`` writes for ``payload``, from above: every tensor's bytes plus an overhead
+    per tensor and for the whole file."""
+    tensors = []
+
+    def collect(value):
+        if torch.is_tensor(value):
+            tensors.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    collect(payload)
+    return CHECKPOINT_OVERHEAD_BYTES + sum(t.untyped_storage().nbytes() + 256 for t in tensors)
 
 
 @dataclass

@@ -46,6 +46,21 @@ def checkpoints(tmp_path_factory):
     torch.save({"model": torch.load(root / "good.pth", weights_only=True)["model"], "config": Munch(a=1)},
                root / "pickled.pth")
     files["pickled"] = (root / "pickled.pth", "stores pickled Python objects")
+    import os
+    import struct
+    import zipfile
+
+    # a global from a module torch blocks outright ("unsupported GLOBAL ... is blocked"): still a pickle
+    torch.save({"model": torch.load(root / "good.pth", weights_only=True)["model"], "hook": os.system},
+               root / "blocked.pth")
+    files["blocked"] = (root / "blocked.pth", "stores pickled Python objects")
+    with zipfile.ZipFile(root / "good.pth") as archive:  # one flipped bit inside the largest tensor
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    damaged = bytearray(data)
+    name_length, extra_length = struct.unpack("<HH", data[largest.header_offset + 26:largest.header_offset + 30])
+    damaged[largest.header_offset + 30 + name_length + extra_length + largest.file_size // 2] ^= 0x01
+    (root / "crc.pth").write_bytes(bytes(damaged))
+    files["crc"] = (root / "crc.pth", f"entry '{largest.filename}' fails its CRC check")
     return files
 
 
@@ -55,7 +70,7 @@ def _one_line_error(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "nan", "pickled"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "nan", "pickled", "blocked", "crc"])
 def test_test_py_refuses_bad_checkpoints_in_one_line(checkpoints, kind, tmp_path, capsys):
     import test as test_script
 
@@ -63,7 +78,7 @@ def test_test_py_refuses_bad_checkpoints_in_one_line(checkpoints, kind, tmp_path
     code = test_script.main(["--checkpoint", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
     err = _one_line_error(capsys)
     assert code == 2 and str(path) in err and words in err
-    assert ("--allow-pickle" in err) == (kind == "pickled")  # told apart from files that are broken
+    assert ("--allow-pickle" in err) == (kind in ("pickled", "blocked"))  # told apart from files that are broken
     assert not (tmp_path / "out").exists()
 
 
@@ -90,7 +105,7 @@ def _demo_cli():
     return module
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "nan", "pickled"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "nan", "pickled", "blocked", "crc"])
 def test_demo_refuses_bad_checkpoints_before_serving(checkpoints, kind, capsys, monkeypatch):
     import demo.server
 
@@ -151,3 +166,87 @@ def test_test_py_and_train_py_name_a_missing_table_and_an_unwritable_save_folder
     blocker.write_text("x")
     assert train.main(["--config", "config/quick.yaml", "--save-dir", str(blocker), "--no-progress"]) == 2
     assert f"output folder {blocker / 'quick'} is not writable" in _one_line_error(capsys)
+
+
+def test_a_damaged_checkpoint_loads_in_torch_but_is_refused(checkpoints):
+    """The premise of the "crc" case: torch.load itself does not check the zip CRCs."""
+    from model import read_checkpoint
+    from model.weights import CheckpointError
+
+    path, words = checkpoints["crc"]
+    torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointError, match=words):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("flag, value, words", [("--max-clicks", "-1", "--max-clicks must be >= 0, got -1"),
+                                                ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+                                                ("--table-clicks", "-2", "--table-clicks must be >= 0, got -2"),
+                                                ("--visualize", "-1", "--visualize must be >= 0, got -1")])
+def test_test_py_refuses_negative_counts_in_one_line(checkpoints, flag, value, words, tmp_path, capsys):
+    import test as test_script
+
+    good = checkpoints["nan"][0].with_name("good.pth")
+    code = test_script.main(["--checkpoint", str(good), "--out", str(tmp_path / "out"), flag, value, "--no-progress"])
+    assert code == 2 and words in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_test_py_visualizes_with_zero_clicks(synthetic_dataset, checkpoints, tmp_path, capsys):
+    import test as test_script
+
+    _, table = synthetic_dataset
+    good = checkpoints["nan"][0].with_name("good.pth")
+    code = test_script.main(["--checkpoint", str(good), "--data", str(table), "--out", str(tmp_path / "out"),
+                             "--max-clicks", "0", "--visualize", "1", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    assert len(list((tmp_path / "out" / "visualize").glob("*.png"))) == 1
+
+
+@pytest.mark.parametrize("args, words", [(["--size", "100000", "100000"],
+                                          "--size must be at most 4096 px a side, got 100000 100000"),
+                                         (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1")])
+def test_data_preprocessing_refuses_huge_sizes_and_bad_seeds_before_reading(synthetic_tree, args, words, tmp_path,
+                                                                            capsys, monkeypatch):
+    import data_preprocessing
+
+    monkeypatch.setattr(data_preprocessing, "preprocess", lambda *a, **k: pytest.fail("started preprocessing"))
+    code = data_preprocessing.main(["--source", str(synthetic_tree), "--target", str(tmp_path / "out"),
+                                    "--no-progress", *args])
+    assert code == 2 and words in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_preprocess_bounds_the_image_size_and_the_seed(synthetic_tree, tmp_path):
+    from dataset.preprocess import preprocess
+
+    with pytest.raises(ValueError, match="at most 4096 px a side"):
+        preprocess(synthetic_tree, tmp_path, size_row_col=(100000, 100000))
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got -1"):
+        preprocess(synthetic_tree, tmp_path, seed=-1)
+    assert not any(tmp_path.iterdir())
+
+
+def _copy_data(table, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(table, copy)
+    return copy
+
+
+def test_a_truncated_array_is_refused_by_test_py_before_evaluating(synthetic_dataset, checkpoints, tmp_path, capsys):
+    import json
+
+    import test as test_script
+
+    _, table = synthetic_dataset
+    data = _copy_data(table, tmp_path)
+    victim = data / json.loads((data / "test.json").read_text())[-1]["image"]
+    victim.write_bytes(victim.read_bytes()[:5000])
+    good = checkpoints["nan"][0].with_name("good.pth")
+    code = test_script.main(["--checkpoint", str(good), "--data", str(data), "--out", str(tmp_path / "out"),
+                             "--device", "cpu", "--no-progress"])
+    err = _one_line_error(capsys)
+    assert code == 2 and f"{victim}: truncated .npy array (5000 bytes" in err and str(data / "test.json") in err
+    assert not (tmp_path / "out").exists()

@@ -369,3 +369,190 @@ def test_choosing_best_pth_on_trained_images_is_refused(synthetic_dataset, tmp_p
     assert "trains on the validation images, so 'best' would choose best.pth on images it has seen" in \
         capsys.readouterr().err
     assert not (tmp_path / "seen").exists()
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("Optimizer.lr=1e38", "'Optimizer.lr' must be <= 1e+30, got 1e+38 (--set Optimizer.lr=1e38)"),
+    ("Optimizer.weight_decay=1e39", "'Optimizer.weight_decay' must be <= 1e+30, got 1e+39"),
+    ("Optimizer.click_lr_mult=1e33", "Optimizer.lr (0.002) times Optimizer.click_lr_mult (1e+33) must be <= 1e+30"),
+    ("Dataset.image_size=[100000,100000]", "'Dataset.image_size' must be <= 4096, got [100000, 100000]"),
+    ("Train.seed=4294967296", "'Train.seed' must be <= 4294967295, got 4294967296 (--set Train.seed=4294967296)"),
+    ("Train.seed=-1", "'Train.seed' must be >= 0, got -1 (--set Train.seed=-1)"),
+    ("Morph.pairs=/nonexistent.json", "Morph.pairs: morphology pairs '/nonexistent.json': not a known name"),
+    ("Dataset.num_keypoint=5", "has points of shape (68, 2), but Dataset.num_keypoint is 5"),
+])
+def test_settings_that_cannot_train_are_refused_before_the_run_folder_is_made(synthetic_dataset, tmp_path, capsys,
+                                                                              setting, words):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "bad", "--set", setting) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_malformed_morphology_pairs_are_refused_naming_the_key_and_file(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    for name, text, words in (("broken.json", "[[1, 2]", "not valid JSON"),
+                              ("far.json", "[[[0, 99]], []]", "")):
+        (tmp_path / name).write_text(text)
+        assert _run(table, tmp_path, "bad", "--set", f"Morph.pairs={tmp_path / name}") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: Morph.pairs: {tmp_path / name}: {words}") and err.count("\n") == 1, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_negative_threads_are_refused_in_one_line(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "bad", "--threads", "-1") == 2
+    assert capsys.readouterr().err == "error: --threads must be >= 1, got -1\n"
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_truncated_array_is_refused_before_training(synthetic_dataset, tmp_path, capsys):
+    import shutil
+
+    _, table = synthetic_dataset
+    data = tmp_path / "data"
+    shutil.copytree(table, data)
+    victim = data / json.loads((data / "train.json").read_text())[3]["image"]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    assert _run(data, tmp_path, "bad") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {victim}: truncated .npy array") and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_init_weights_refuses_a_damaged_checkpoint(synthetic_dataset, tmp_path, capsys):
+    import struct
+    import zipfile
+
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "first", "--set", "Train.epoch=1") == 0
+    data = bytearray((tmp_path / "first/best.pth").read_bytes())
+    with zipfile.ZipFile(tmp_path / "first/best.pth") as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[largest.header_offset + 26:largest.header_offset + 30])
+    data[largest.header_offset + 30 + name_length + extra_length + largest.file_size // 2] ^= 0x01  # in a tensor
+    (tmp_path / "damaged.pth").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert _run(table, tmp_path, "second", "--init-weights", str(tmp_path / "damaged.pth")) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'damaged.pth'}: corrupt checkpoint: entry '{largest.filename}' fails its CRC check" in err
+    assert not (tmp_path / "second").exists()
+
+
+def test_resume_refuses_overrides_that_the_restored_state_would_ignore(synthetic_dataset, tmp_path, capsys):
+    """The optimizer in last.pth holds its learning rate: a new one would be written to config.yaml and
+    silently not used. Settings read afresh each epoch are used, and the log says so."""
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "r", "--set", "Train.epoch=3", "--stop-after-epoch", "1") == 0
+    before = {name: (tmp_path / "r" / name).read_bytes() for name in ("config.yaml", "last.pth", "metrics.jsonl")}
+    capsys.readouterr()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "Train.epoch=3", "--set", "Optimizer.lr=0.001") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: Optimizer.lr (the run's 0.002, --set 0.001) cannot change in a run")
+    assert err.count("\n") == 1 and f"--init-weights {tmp_path / 'r' / 'last.pth'}" in err
+    assert all((tmp_path / "r" / name).read_bytes() == data for name, data in before.items())
+    assert _run(table, tmp_path, "r", "--resume", "--set", "Train.epoch=3", "--set", "Train.patience=50",
+                "--stop-after-epoch", "2") == 0
+    assert "resumed with changed settings (used from now on): Train.patience 10 -> 50" in \
+        (tmp_path / "r/log.txt").read_text()
+    assert yaml.safe_load((tmp_path / "r/config.yaml").read_text())["Train"]["patience"] == 50
+
+
+def test_resume_refuses_a_new_length_of_a_cosine_schedule(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    cosine = ("--set", "Optimizer.scheduler=cosine")
+    assert _run(table, tmp_path, "c", *cosine, "--stop-after-epoch", "1") == 0
+    assert _run(table, tmp_path, "c", "--resume", *cosine, "--set", "Train.epoch=4") == 2
+    assert "error: --resume: Train.epoch (the run's 2, --set 4) cannot change in a run" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_its_metrics_row_and_last_pth_resumes_without_repeating_the_epoch(
+        synthetic_dataset, tmp_path, monkeypatch):
+    import tempfile
+
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "straight", "--set", "Train.epoch=3") == 0
+    real_save = trainer.save_checkpoint
+
+    def killed_while_writing_last(path, net, **extra):
+        if Path(path).name == "last.pth" and extra["epoch"] == 2:
+            tempfile.mkstemp(prefix=".last.pth.", suffix=".tmp", dir=Path(path).parent)  # what a kill leaves
+            raise KeyboardInterrupt
+        return real_save(path, net, **extra)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_while_writing_last)
+    with pytest.raises(KeyboardInterrupt):
+        _run(table, tmp_path, "killed", "--set", "Train.epoch=3")
+    assert [m["epoch"] for m in _metrics(tmp_path / "killed")] == [1, 2]  # the row of epoch 2, not its last.pth
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert _run(table, tmp_path, "killed", "--resume", "--set", "Train.epoch=3") == 0
+    assert [m["epoch"] for m in _metrics(tmp_path / "killed")] == [1, 2, 3]
+    assert [m["train/loss"] for m in _metrics(tmp_path / "killed")] == \
+           [m["train/loss"] for m in _metrics(tmp_path / "straight")]
+    assert not list((tmp_path / "killed").glob(".*.tmp"))
+    log = (tmp_path / "killed/log.txt").read_text()
+    assert "dropped 1 row(s) after epoch 1 from metrics.jsonl" in log and "left by an interrupted write" in log
+
+
+def _disk_with_free(monkeypatch, free_bytes):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * free_bytes, 9 * free_bytes, free_bytes))
+
+
+def test_training_checks_free_space_for_its_checkpoints_not_a_fixed_64_mb(synthetic_dataset, tmp_path, capsys,
+                                                                            monkeypatch):
+    """The paper's network: last.pth (weights and Adam's moments) is about 380 MB, best.pth 127 MB."""
+    _, table = synthetic_dataset
+    _disk_with_free(monkeypatch, 65 * 2**20)  # above the 64 MB every output folder needs
+    paper_net = ("--set", "Model.width=32", "--set", "Model.ocr_width=128", "--set", "Model.small=false")
+    assert _run(table, tmp_path, "big", *paper_net) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: not enough free space in {tmp_path / 'big'} for the run's checkpoints: ") and \
+        err.count("\n") == 1 and "65.0 MB free" in err, err
+    assert float(err.split(": ")[2].split(" MB")[0]) > 500  # MB needed
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_checkpoint_write_checks_free_space_for_its_own_size(tmp_path, monkeypatch):
+    from misc.errors import BadInput
+    from model.weights import checkpoint_size_estimate
+
+    net = torch.nn.Linear(600, 600)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 600)).sum().backward()
+    optimizer.step()
+    model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict())
+    written = (tmp_path / "last.pth").stat().st_size
+    estimate = checkpoint_size_estimate({"model": net.state_dict(), "optimizer": optimizer.state_dict()})
+    assert written <= estimate <= written + 2**20 + 256 * 10  # from above, by the fixed overhead at most
+    before = (tmp_path / "last.pth").read_bytes()
+    _disk_with_free(monkeypatch, estimate - 1)
+    with pytest.raises(BadInput, match=f"not enough free space in {tmp_path} for last.pth"):
+        model.save_checkpoint(tmp_path / "last.pth", net, optimizer=optimizer.state_dict())
+    assert (tmp_path / "last.pth").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
+
+
+def test_resume_refusals_leave_the_run_folder_untouched(synthetic_dataset, tmp_path, capsys):
+    _, table = synthetic_dataset
+    assert _run(table, tmp_path, "r", "--set", "Train.epoch=2", "--stop-after-epoch", "1") == 0
+
+    def folder():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+
+    before = folder()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "MISC.TB=true", "--set", "Train.ema_decay=0.9") == 2
+    assert "holds no weight average" in capsys.readouterr().err
+    assert folder() == before
+    last = torch.load(tmp_path / "r/last.pth", weights_only=True)
+    torch.save({"model": last["model"], "epoch": 1, "config": last["config"]}, tmp_path / "r/last.pth")  # exported
+    before = folder()
+    assert _run(table, tmp_path, "r", "--resume", "--set", "MISC.TB=true") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --resume: {tmp_path / 'r/last.pth'} holds no optimizer state")
+    assert err.count("\n") == 1
+    assert folder() == before  # no TensorBoard folder, no log line
