@@ -764,3 +764,42 @@ def test_remote_use_with_the_printed_token_in_a_real_browser(browser, predictor,
         server.shutdown()
         server.server_close()
         store.close()
+
+
+def test_a_tab_in_the_background_opens_its_image_without_being_brought_to_the_front(browser, predictor, tmp_path):
+    """A background tab gets no animation frames: opening an image must not wait for one."""
+    import cv2
+
+    from dataset.synthetic import make_sample
+    from demo.server import DemoApp
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+
+    chrome = browser
+    images = tmp_path / "xrays"
+    images.mkdir()
+    sample = make_sample(0, "test", 21, scale=0.5)
+    cv2.imwrite(str(images / sample.name), sample.image)
+    store = AnnotationStore(images / STORE_NAME)
+    server = serve(DemoApp(predictor, worklist=Worklist(images), store=store))
+    front = chrome.session
+    target = chrome.browser_call("Target.createTarget", url="about:blank", background=True)["targetId"]
+    try:
+        chrome.session = chrome.browser_call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        chrome.call("Runtime.enable")
+        chrome.call("Page.enable")
+        chrome.call("Emulation.setFocusEmulationEnabled", enabled=False)
+        chrome.session = front
+        chrome.call("Page.bringToFront")  # the first tab stays in front
+        chrome.session = chrome.browser_call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        assert chrome.evaluate("document.visibilityState") == "hidden"
+        open_page(chrome, server.url)
+        chrome.wait_for("/^(Predicted|Opened) 68 points in/.test(document.getElementById('status').textContent)",
+                        "the background tab's image opened")
+        assert chrome.evaluate("document.visibilityState") == "hidden"
+    finally:
+        chrome.session = front
+        chrome.browser_call("Target.closeTarget", targetId=target)
+        server.shutdown()
+        server.server_close()
+        store.close()

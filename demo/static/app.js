@@ -97,7 +97,13 @@
   }
 
   function nextFrame() {
-    return new Promise((resolve) => requestAnimationFrame(() => resolve()));
+    // after the next paint; a tab in the background gets no animation frames, so it waits for none
+    // (else opening an image there stalls at "Opening..." until the tab is brought to the front)
+    if (document.visibilityState === "hidden") return Promise.resolve();
+    return new Promise((resolve) => {
+      const fallback = setTimeout(resolve, 200);  // hidden while waiting
+      requestAnimationFrame(() => { clearTimeout(fallback); resolve(); });
+    });
   }
 
   function setStatus(text, isError = false) {
