@@ -844,3 +844,32 @@ def test_model_card_quotes_the_weights_and_the_records():
     assert f"SMAPE at 0 clicks {cobb[0]:.2f} %, after 5 model-revision clicks {cobb[5]:.2f} %" in card
     val = _evaluation(COMMITTED_VAL, CHECKPOINT, "val", 127)["model"]["sargmax_mm_MRE"]
     assert f"model revision goes from {val[0]:.2f} px to {val[5]:.2f} px after 5 clicks" in card
+
+
+def test_cobb_error_sources_quote_their_records():
+    """docs/experiments.md 'Where the Cobb error comes from': the tables and sentences are the committed
+    outputs of tools/cobb_error_sources.py and of the validation evaluations they name."""
+    sources = MODEL_LOGS / "cobb_sources"
+    at0, at5 = (json.loads((sources / f"val_{c}clicks.json").read_text()) for c in (0, 5))
+    val = json.loads((MODEL_LOGS / "val_results.json").read_text())["model"]
+    flip = json.loads((MODEL_LOGS / "val_flip_results.json").read_text())["model"]
+    assert json.loads((MODEL_LOGS / "val_flip_results.json").read_text())["config_overrides"] == \
+        ["Test.flip_average=true"]
+    by_angle, levers = _tables_after("## Where the Cobb error comes from")[0], _tables_after("The cheap levers")[0]
+    sides = at0[0]
+    assert by_angle[1:] == [[k, f"{sides['mae'][k]:.2f}", f"{round(100 * sides['same_pair_share'][k])} %",
+                             f"{sides['mae_at_true_pairs'][k]:.2f}"] for k in ("PT", "MT", "TL")]
+    section = _flat_section("## Where the Cobb error comes from", "The cheap levers")
+    for number in (sides["smape"], sides["smape_at_true_pairs"], at5[0]["smape"], at5[0]["smape_at_true_pairs"]):
+        assert f"{number:.2f} %" in section
+    tilts = sides["tilt_error_deg"].values()
+    assert f"{min(tilts):.1f}-{max(tilts):.1f} degrees" in section
+    mre = [f"{val['sargmax_mm_MRE'][c]:.2f}" for c in (0, 5)]
+    assert [row[1:] for row in levers[1:]] == [
+        [f"{val['cobb_SMAPE'][0]:.2f}", f"{val['cobb_SMAPE'][5]:.2f}", *mre],
+        [f"{at0[1]['smape']:.2f}", f"{at5[1]['smape']:.2f}", *mre],
+        [f"{at0[2]['smape']:.2f}", f"{at5[2]['smape']:.2f}", *mre],
+        [f"{flip['cobb_SMAPE'][0]:.2f}", f"{flip['cobb_SMAPE'][5]:.2f}",
+         f"{flip['sargmax_mm_MRE'][0]:.2f}", f"{flip['sargmax_mm_MRE'][5]:.2f}"]]
+    assert [lever["direction"] for lever in at0] == ["sides", "endplates", "sides_smoothed"]
+    assert val["cobb_SMAPE"][0] == pytest.approx(sides["smape"], abs=1e-6)  # the tool recomputes the evaluation's
