@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/ensure_env.sh
-exec "$PY" -m pytest -q tests "$@"
+# test files run in parallel on up to 4 cores (pytest-xdist; a file's tests stay in one process, so module
+# fixtures such as the browser are made once); TEST_WORKERS=0 runs them in this process, one after another
+WORKERS="${TEST_WORKERS:-$(n=$(nproc 2>/dev/null || echo 1); echo $(( n < 4 ? n : 4 )))}"
+exec "$PY" -m pytest -q -n "$WORKERS" --dist loadfile tests "$@"
