@@ -22,7 +22,7 @@ from demo.coco import read_coco
 from demo.images import decode_upload
 from demo.predictor import KeypointPredictor
 from demo.session import AnnotationSession
-from tests.test_demo_folder import Server, make_folder
+from tests.test_demo_folder import Server, folder, make_folder, server  # noqa: F401 - fixtures
 
 K = 68
 
@@ -32,19 +32,6 @@ def predictor(tmp_path_factory):
     from tests.test_demo_api import tiny_checkpoint
 
     return KeypointPredictor.from_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth"))
-
-
-@pytest.fixture()
-def folder(tmp_path):
-    images = tmp_path / "xrays"
-    return images, make_folder(images)
-
-
-@pytest.fixture()
-def server(predictor, folder):
-    srv = Server(predictor, folder[0])
-    yield srv
-    srv.stop()
 
 
 def get_raw(server, path: str):

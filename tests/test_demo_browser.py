@@ -642,10 +642,8 @@ def first_or(doc: dict, index: int):
     return doc["points"][index]
 
 
-# --------------------------------------------------------------------------------------------------
-# two tabs on one image: the stale tab's edit is refused and the tab shows the image as it is now
-# --------------------------------------------------------------------------------------------------
-def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_browser(browser, predictor, tmp_path):
+def serve_one_image_folder(predictor, tmp_path, index: int):
+    """A folder of one synthetic X-ray served as `demo.py --images` serves it: (server, store)."""
     import cv2
 
     from dataset.synthetic import make_sample
@@ -653,13 +651,20 @@ def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_bro
     from demo.store import STORE_NAME, AnnotationStore
     from demo.worklist import Worklist
 
-    chrome = browser
     images = tmp_path / "xrays"
     images.mkdir()
-    sample = make_sample(0, "test", 20, scale=0.5)
+    sample = make_sample(0, "test", index, scale=0.5)
     cv2.imwrite(str(images / sample.name), sample.image)
     store = AnnotationStore(images / STORE_NAME)
-    server = serve(DemoApp(predictor, worklist=Worklist(images), store=store))
+    return serve(DemoApp(predictor, worklist=Worklist(images), store=store)), store
+
+
+# --------------------------------------------------------------------------------------------------
+# two tabs on one image: the stale tab's edit is refused and the tab shows the image as it is now
+# --------------------------------------------------------------------------------------------------
+def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_browser(browser, predictor, tmp_path):
+    chrome = browser
+    server, store = serve_one_image_folder(predictor, tmp_path, 20)
     tab1 = chrome.session
     target2 = chrome.browser_call("Target.createTarget", url="about:blank")["targetId"]
     tab2 = chrome.browser_call("Target.attachToTarget", targetId=target2, flatten=True)["sessionId"]
@@ -699,7 +704,7 @@ def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_bro
         assert not chrome.evaluate(f"document.getElementById('kp-{second}').classList.contains('fixed')")
         assert chrome.evaluate("window.demoStats.conflicts") == 1
 
-        records, cursor_seq = store.history(sample.name)  # the store kept tab 1's edit, nothing of tab 2's
+        records, cursor_seq = store.history(in_tab1["name"])  # the store kept tab 1's edit, nothing of tab 2's
         current = next(r for r in records if r.seq == cursor_seq)
         assert current.points_xy == in_tab1["points"] and sorted(current.fixed_xy) == [first]
 
@@ -768,20 +773,8 @@ def test_remote_use_with_the_printed_token_in_a_real_browser(browser, predictor,
 
 def test_a_tab_in_the_background_opens_its_image_without_being_brought_to_the_front(browser, predictor, tmp_path):
     """A background tab gets no animation frames: opening an image must not wait for one."""
-    import cv2
-
-    from dataset.synthetic import make_sample
-    from demo.server import DemoApp
-    from demo.store import STORE_NAME, AnnotationStore
-    from demo.worklist import Worklist
-
     chrome = browser
-    images = tmp_path / "xrays"
-    images.mkdir()
-    sample = make_sample(0, "test", 21, scale=0.5)
-    cv2.imwrite(str(images / sample.name), sample.image)
-    store = AnnotationStore(images / STORE_NAME)
-    server = serve(DemoApp(predictor, worklist=Worklist(images), store=store))
+    server, store = serve_one_image_folder(predictor, tmp_path, 21)
     front = chrome.session
     target = chrome.browser_call("Target.createTarget", url="about:blank", background=True)["targetId"]
     try:

@@ -8,21 +8,15 @@ the time while other requests still use them.
 """
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from demo.predictor import KeypointPredictor
-from demo.server import DemoApp, create_server
 from demo.store import STORE_NAME, AnnotationStore
-from demo.worklist import Worklist
-from tests.test_demo_folder import make_folder
+from tests.test_demo_folder import Server, make_folder
 
 K = 68
 CLIENTS = 20
@@ -38,45 +32,6 @@ def predictor(tmp_path_factory):
     return KeypointPredictor.from_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth"))
 
 
-class Server:
-    """``demo.py --images DIR --max-sessions N`` in a thread of this process, on a free loopback port."""
-
-    def __init__(self, predictor, images: Path, max_sessions: int = 1):
-        self.predictor, self.images, self.max_sessions = predictor, images, max_sessions
-        self.start()
-
-    def start(self):
-        self.store = AnnotationStore(self.images / STORE_NAME)
-        self.app = DemoApp(self.predictor, max_sessions=self.max_sessions, worklist=Worklist(self.images),
-                           store=self.store)
-        self.http = create_server(self.app, "127.0.0.1", 0)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.http.shutdown()
-        self.http.server_close()
-        self.store.close()
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def call(self, method: str, path: str, obj=None):
-        data = None if obj is None else json.dumps(obj).encode()
-        request = urllib.request.Request(f"{self.http.url.rstrip('/')}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def post(self, path, obj):
-        status, body = self.call("POST", path, obj)
-        assert status == 200, body
-        return body
-
-
 @pytest.fixture()
 def folder(tmp_path):
     images = tmp_path / "xrays"
@@ -85,7 +40,7 @@ def folder(tmp_path):
 
 @pytest.fixture()
 def server(predictor, folder):
-    srv = Server(predictor, folder[0])
+    srv = Server(predictor, folder[0], max_sessions=1)  # one image in memory: every other one is evicted
     yield srv
     srv.stop()
 

@@ -55,14 +55,14 @@ class Server:
     """The app as ``demo.py --images`` builds it, on a free port; ``restart()`` is a new process's worth
     of state (new app, new store connection, nothing kept in memory)."""
 
-    def __init__(self, predictor, images: Path, annotations: Path | None = None):
-        self.predictor, self.images, self.annotations = predictor, images, annotations
+    def __init__(self, predictor, images: Path, annotations: Path | None = None, max_sessions: int = 8):
+        self.predictor, self.images, self.annotations, self.max_sessions = predictor, images, annotations, max_sessions
         self.start()
 
     def start(self):
         self.worklist = Worklist(self.images, self.annotations)
         self.store = AnnotationStore(self.worklist.annotations_dir / STORE_NAME)
-        self.app = DemoApp(self.predictor, worklist=self.worklist, store=self.store)
+        self.app = DemoApp(self.predictor, max_sessions=self.max_sessions, worklist=self.worklist, store=self.store)
         self.http = create_server(self.app, "127.0.0.1", 0)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
