@@ -35,10 +35,15 @@ def evaluate(net, loader, config, device, max_clicks: int, progress: bool = True
         clicker, choice_kind = choice_clicker(true_rc, config.Train.decision_metric, size_rc, raw, spacing)
         predict = predictor.bind(image, true_rc)
 
+        confidence = []  # per predict call = per click of model revision (manual revision never predicts)
+
         def checked(clicked, last_probs, where=f"on evaluation batch {index} (images {list(batch['name'])})"):
-            return check_finite(predict(clicked, last_probs), where)  # argmax of NaN maps looks finite
+            probs = check_finite(predict(clicked, last_probs), where)  # argmax of NaN maps looks finite
+            confidence.append(peak_probability(probs).cpu())
+            return probs
 
         traces = run_revisions(checked, predictor.decode, clicker, max_clicks, choice_kind)
+        parts.setdefault("model_confidence", []).append(torch.stack(confidence, 1))
         for revision, trace in zip(REVISIONS, traces):
             for kind in COORD_KINDS:
                 parts.setdefault(f"{revision}_{kind}_rc", []).append(trace.stacked(kind).cpu())
@@ -51,6 +56,11 @@ def evaluate(net, loader, config, device, max_clicks: int, progress: bool = True
     out = {key: (np.array(v) if key == "names" else torch.cat(v).numpy()) for key, v in parts.items()}
     out["image_size_rc"] = np.array(size_rc)
     return out
+
+
+def peak_probability(probs: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) sigmoid heatmaps -> (B, K) the highest probability of each keypoint's map."""
+    return probs.flatten(2).amax(-1)
 
 
 def per_image_errors(arrays: dict, revision: str, kind: str, frame: str) -> np.ndarray:

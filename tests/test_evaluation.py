@@ -121,3 +121,76 @@ def test_committed_model_error_falls_with_three_clicks_and_beats_manual_revision
     # Manual revision also falls (clicked points are put at the truth); the model's clicks must move the
     # other points too, so model revision ends clearly below it.
     assert model[CLICKS] < 0.8 * manual[CLICKS], (model, manual)
+
+
+# ------------------------------------------------------------------------- the confidence it records
+class PeakedNet(torch.nn.Module):
+    """A stand-in network: logits -6 everywhere except one pixel per channel, where channel k holds
+    PEAK_LOGIT[k] plus 0.5 per channel clicked so far (the click maps tell it), so the expected peak
+    probabilities are known by hand: sigmoid(PEAK_LOGIT[k] + 0.5 n) after n clicks."""
+
+    def __init__(self, size_rc):
+        super().__init__()
+        self.size_rc = size_rc
+
+    def forward(self, image, click_maps, prev, with_aux=False):
+        batch, channels = click_maps.shape[:2]
+        logits = torch.full((batch, channels, *self.size_rc), -6.0)
+        clicked = (click_maps.flatten(2).amax(-1) > 0.5).sum(1).float()  # (B,) channels clicked
+        for k in range(channels):
+            logits[:, k, 10 + 3 * k % 200, 20 + k % 50] = PEAK_LOGIT[k] + 0.5 * clicked
+        return (logits,)
+
+
+PEAK_LOGIT = [float(k % 7) - 3.0 for k in range(68)]  # -3 .. 3 in steps of 1
+
+
+def test_evaluation_records_each_keypoints_peak_probability_after_every_click(synthetic_dataset):
+    from dataset.keypoint_dataset import KeypointDataset, collate
+    from model import read_checkpoint
+
+    _, table_dir = synthetic_dataset
+    config = read_checkpoint(CHECKPOINT).config([f"PATH.DATA.IMAGE={table_dir}/", f"PATH.DATA.TABLE={table_dir}/",
+                                                  "Test.flip_average=False"])
+    dataset = torch.utils.data.Subset(KeypointDataset(config, "test", train=False), [0, 1, 2])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate)
+    net = PeakedNet(tuple(int(v) for v in config.Dataset.image_size))
+    arrays = evaluate(net, loader, config, "cpu", 2, progress=False)
+
+    confidence = arrays["model_confidence"]
+    assert confidence.shape == (3, 3, 68)  # images x (clicks + 1) x keypoints
+    assert ((confidence >= 0) & (confidence <= 1)).all()
+    # sigmoid(x) = 1 / (1 + e^-x): after n clicks the peak logit of channel k is PEAK_LOGIT[k] + 0.5 n
+    expected = np.array([[[1 / (1 + np.exp(-(PEAK_LOGIT[k] + 0.5 * n))) for k in range(68)] for n in range(3)]] * 3)
+    np.testing.assert_allclose(confidence, expected, rtol=1e-6)
+    for key in ("model_sargmax_rc", "model_hargmax_rc", "manual_sargmax_rc", "model_clicks", "true_rc", "names"):
+        assert key in arrays  # the arrays that were there before stay
+
+
+def test_test_py_writes_the_confidence_of_the_committed_model_to_predictions_npz(synthetic_dataset, tmp_path):
+    """test.py end to end on two synthetic X-rays, 1 click: model_confidence in predictions.npz equals the
+    peak of the committed model's own 0-click heatmaps."""
+    import subprocess
+    import sys
+
+    from dataset.keypoint_dataset import KeypointDataset, collate
+    from model import read_checkpoint
+    from model.predictor import Predictor
+
+    _, table_dir = synthetic_dataset
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(REPO_ROOT / "test.py"), "--checkpoint", str(CHECKPOINT), "--data",
+                    str(table_dir), "--split", "test", "--max-clicks", "1", "--out", str(out), "--no-progress"],
+                   check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    saved = np.load(out / "predictions.npz")
+    confidence = saved["model_confidence"]
+    assert confidence.shape == saved["model_sargmax_rc"].shape[:3] == (len(saved["names"]), 2, 68)
+    assert ((confidence >= 0) & (confidence <= 1)).all()
+
+    checkpoint = read_checkpoint(CHECKPOINT)
+    config = checkpoint.config([f"PATH.DATA.IMAGE={table_dir}/", f"PATH.DATA.TABLE={table_dir}/"])
+    predictor = Predictor.from_checkpoint(checkpoint, config)
+    batch = collate([KeypointDataset(config, "test", train=False)[i] for i in range(2)])
+    with torch.inference_mode():
+        probs = predictor.probs(batch["image"], batch["coords_rc"], torch.zeros(2, 68, dtype=torch.bool))
+    np.testing.assert_allclose(confidence[:2, 0], probs.flatten(2).amax(-1).numpy(), atol=1e-5)
