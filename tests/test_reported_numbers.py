@@ -291,3 +291,25 @@ def test_cobb_error_sources_rebuild_the_reported_cobb_smape_from_predictions_npz
         assert sides["smape"] == pytest.approx(results["model"]["cobb_SMAPE"][clicks], abs=1e-6)
     assert tool.main([str(out), "--clicks", str(MAX_CLICKS + 1)]) == 2
     assert f"holds 0..{MAX_CLICKS} clicks" in capsys.readouterr().err
+
+
+def test_error_scores_measure_test_py_output_with_its_confidence(reported, tmp_path):
+    """tools/error_scores.py on test.py's own output folder: it finds model_confidence (images x clicks+1 x 68,
+    in [0, 1]), scores both baselines, and its errors are results.json's 0-click MRE."""
+    import importlib.util
+
+    out, _, table = reported
+    saved = np.load(out / "predictions.npz")
+    assert saved["model_confidence"].shape == saved["model_sargmax_rc"].shape[:3]
+    assert ((saved["model_confidence"] >= 0) & (saved["model_confidence"] <= 1)).all()
+    spec = importlib.util.spec_from_file_location("error_scores", REPO_ROOT / "tools" / "error_scores.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    results = json.loads((out / "results.json").read_text())
+    for clicks in (0, MAX_CLICKS):
+        assert tool.main([str(out), "--data", str(table), "--clicks", str(clicks), "--json", str(tmp_path / "e.json")]) == 0
+        summary = json.loads((tmp_path / "e.json").read_text())
+        assert summary["mre_px"] == pytest.approx(results["model"]["sargmax_mm_MRE"][clicks], rel=1e-5)
+        assert set(summary["scores"]) == {"confidence", "shape_residual"}
+        for quality in summary["scores"].values():
+            assert 0 <= quality["top_among_worst"] <= 1 and -1 <= quality["mean_spearman"] <= 1
