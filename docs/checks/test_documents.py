@@ -873,3 +873,26 @@ def test_cobb_error_sources_quote_their_records():
          f"{flip['sargmax_mm_MRE'][0]:.2f}", f"{flip['sargmax_mm_MRE'][5]:.2f}"]]
     assert [lever["direction"] for lever in at0] == ["sides", "endplates", "sides_smoothed"]
     assert val["cobb_SMAPE"][0] == pytest.approx(sides["smape"], abs=1e-6)  # the tool recomputes the evaluation's
+
+
+def test_error_score_baselines_quote_their_records():
+    """docs/experiments.md 'Error scores: the baselines, on validation': the table is the committed output
+    of tools/error_scores.py, on the committed model's 0-click validation evaluation."""
+    records = RECORDS / "error_scores"
+    runs = {k: json.loads((records / f"val_0clicks{'' if k == 8 else f'_k{k}'}.json").read_text()) for k in (8, 4, 16)}
+    evaluation = _evaluation(records / "val0_results.json", CHECKPOINT, "val", 127)
+    table = _tables_after("## Error scores: the baselines, on validation")[0]
+
+    def cells(quality):
+        return [f"{100 * quality['top_among_worst']:.1f} %", f"{quality['mean_spearman']:.3f}",
+                f"{quality['pooled_spearman']:.3f}"]
+
+    assert [row[1:] for row in table[1:-1]] == [cells(runs[8]["scores"]["confidence"])] + [
+        cells(runs[k]["scores"]["shape_residual"]) for k in (8, 4, 16)]
+    for k, run in runs.items():
+        assert (run["components"], run["clicks"], run["worst"], run["images"]) == (k, 0, 5, 127)
+        assert run["mre_px"] == pytest.approx(evaluation["model"]["sargmax_mm_MRE"][0], abs=1e-4)
+    section = _flat_section("## Error scores: the baselines, on validation", "\n## ")
+    hits = {name: round(q["top_among_worst"] * 127) for name, q in runs[8]["scores"].items()}
+    assert f"({hits['shape_residual']} of 127 images against {hits['confidence']})" in section
+    assert f"MRE {evaluation['model']['sargmax_mm_MRE'][0]:.2f} px" in section
