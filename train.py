@@ -6,7 +6,8 @@
     torchrun --nproc_per_node 2 train.py --config ...                      # DistributedDataParallel
 
 One folder per run (``PATH.SAVE/<name>``) holds the resolved config, log.txt, metrics.jsonl,
-TensorBoard events, best.pth (lowest validation metric) and last.pth (everything needed to resume).
+TensorBoard events, best.pth (lowest validation metric; with Train.checkpoint: last, the last epoch's
+weights) and last.pth (everything needed to resume).
 The loop itself is engine/trainer.py.
 """
 from __future__ import annotations
