@@ -393,12 +393,8 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                                             scaler, amp, progress, average)
             if scheduler is not None:
                 scheduler.step()
-            if world > 1:  # BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that
-                for buffer in net.module.buffers():  # every rank validates the same model and stops together
-                    dist.broadcast(buffer, 0)
-                if average is not None:
-                    for buffer in average.module.buffers():
-                        dist.broadcast(buffer, 0)
+            if world > 1:
+                _share_rank0_buffers(net, average)
             arrays = None
             if validation_due(epoch, last_epoch, config.Train.val_every):
                 try:
@@ -417,19 +413,13 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         state["epoch"] = epoch
         metrics = {**train_metrics, "lr": optimizer.param_groups[0]["lr"]}
         summary = f"epoch {epoch}/{config.Train.epoch} loss {train_metrics['train/loss']:.5f}"
+        metric = None
         if arrays is not None:
-            results = summarise(arrays)
-            metric = validation_metric(results, config)
-            improved = metric < state["best_metric"]
-            if improved:
-                state.update(best_metric=metric, best_epoch=epoch, patience=0)
-                if rank == 0 and by_metric:
-                    save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch,
-                                    metric={config.Train.decision_metric: metric}, config=config)
-            else:
-                state["patience"] += config.Train.val_every
-            metrics.update({"val/metric": metric, "val/sargmax_mm_MRE_0click": results["model"]["sargmax_mm_MRE"][0],
-                            "val/click_gain": click_gain(results)})
+            metric, val_metrics, improved = _record_validation(arrays, state, config)
+            metrics.update(val_metrics)
+            if rank == 0 and improved and by_metric:
+                save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch,
+                                metric={config.Train.decision_metric: metric}, config=config)
             if rank == 0 and (epoch == 1 or epoch % 5 == 0):
                 pictures = [draw_keypoints(val_set[i]["image"].numpy(), arrays["true_rc"][i],
                                            arrays["model_sargmax_rc"][i, 0]) for i in range(min(3, len(val_set)))]
@@ -438,17 +428,13 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                         f"click gain {metrics['val/click_gain']:+.2f}{' *best*' if improved else ''}")
         if not by_metric and epoch == config.Train.epoch and rank == 0:
             save_checkpoint(run.best_checkpoint, validated_net, epoch=epoch, config=config,
-                            metric={config.Train.decision_metric: metric} if arrays is not None else {})
+                            metric={config.Train.decision_metric: metric} if metric is not None else {})
         metrics["epoch_seconds"] = time.time() - started
         run.record_metrics(epoch, metrics)
         run.log(f"{summary} ({metrics['epoch_seconds']:.0f}s)")
         if rank == 0:
-            extra = {"weight_average": average.state_dict()} if average is not None else {}
-            if amp:
-                extra["grad_scaler"] = scaler.state_dict()
-            save_checkpoint(run.last_checkpoint, net, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict() if scheduler is not None else {},
-                            train_state=state, config=config, epoch=epoch, **extra)
+            _save_last(run.last_checkpoint, net, optimizer, scheduler, scaler if amp else None, average, state,
+                       config, epoch)
         if by_metric and state["patience"] > config.Train.patience:
             stop_reason = f"early stop: no improvement for {state['patience']} epochs"
             break
@@ -471,6 +457,40 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         dist.destroy_process_group()
     run.close()
     return 0
+
+
+def _share_rank0_buffers(net, average) -> None:
+    """BatchNorm statistics drift apart per rank: use rank 0's everywhere, so that every rank validates
+    the same model and stops together."""
+    for module in (net.module, average.module if average is not None else None):
+        if module is not None:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
+
+def _record_validation(arrays: dict, state: dict, config) -> tuple[float, dict, bool]:
+    """(validation metric, the metrics to log, improved?) of one validation; updates the run's best
+    metric, best epoch and patience in ``state``."""
+    results = summarise(arrays)
+    metric = validation_metric(results, config)
+    improved = metric < state["best_metric"]
+    if improved:
+        state.update(best_metric=metric, best_epoch=state["epoch"], patience=0)
+    else:
+        state["patience"] += config.Train.val_every
+    logged = {"val/metric": metric, "val/sargmax_mm_MRE_0click": results["model"]["sargmax_mm_MRE"][0],
+              "val/click_gain": click_gain(results)}
+    return metric, logged, improved
+
+
+def _save_last(path, net, optimizer, scheduler, scaler, average, state: dict, config, epoch: int) -> None:
+    """last.pth: everything a resume needs (``scaler`` None without mixed precision)."""
+    extra = {"weight_average": average.state_dict()} if average is not None else {}
+    if scaler is not None:
+        extra["grad_scaler"] = scaler.state_dict()
+    save_checkpoint(path, net, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict() if scheduler is not None else {},
+                    train_state=state, config=config, epoch=epoch, **extra)
 
 
 def check_resumable(entries: dict, last: Path, config) -> None:
