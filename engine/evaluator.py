@@ -47,27 +47,6 @@ def list_experiments(root: Path) -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{BEST_CHECKPOINT}")) if root.is_dir() else []
 
 
-def resolve_model(args):
-    """(config, checkpoint read once, default output folder) from the arguments."""
-    if args.only_test_version:
-        base = util.load_config(args.config or "config/spineweb_ours.yaml")
-        root = Path(args.save_dir or base.PATH.SAVE)
-        run_dir = root / args.only_test_version
-        path = run_dir / BEST_CHECKPOINT
-        if not path.is_file():
-            found = list_experiments(root)
-            raise BadInput(f"no experiment '{args.only_test_version}' with a {BEST_CHECKPOINT} under {root}; "
-                           f"available: {', '.join(found) if found else 'none'}")
-        checkpoint = read_checkpoint(path, allow_pickle=args.allow_pickle)
-        return util.load_config(run_dir / CONFIG_FILE, args.set), checkpoint, run_dir / "test"
-    checkpoint = read_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
-    if args.config:
-        config = util.load_config(args.config, args.set)
-    else:
-        config = checkpoint.config(args.set) or util.load_config("config/spineweb_ours.yaml", args.set)
-    return config, checkpoint, checkpoint.path.parent / f"{checkpoint.path.stem}_test"
-
-
 def locate_model(only_test_version: str | None, checkpoint_path: str | None, config_path: str | None = None,
                  overrides=(), save_dir=None, allow_pickle: bool = False):
     """(config, checkpoint read once, default output folder) for an experiment name under the save
