@@ -229,6 +229,13 @@ def seed_everything(seed: int) -> None:
 MIN_FREE_BYTES = 64 * 2**20  # free space an output folder must have before expensive work starts
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path``, or its nearest existing parent (where it would be created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
     """Make sure files can be written in folder ``path`` (or, when it does not exist yet, in its nearest
     existing parent, which is where it will be created) and that ``min_free_bytes`` are free there;
@@ -236,9 +243,7 @@ def check_output_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYT
     import shutil
 
     path = Path(path)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(path)
     try:
         if not existing.is_dir():
             raise NotADirectoryError(f"{existing} is a file")
@@ -260,10 +265,7 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) ->
     has fewer than ``needed_bytes`` free."""
     import shutil
 
-    existing = Path(folder)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = shutil.disk_usage(_nearest_existing(Path(folder))).free
     if free < needed_bytes:
         raise BadInput(f"not enough free space in {folder} for {what}: {needed_bytes / 2**20:.1f} MB needed, "
                        f"{free / 2**20:.1f} MB free")
