@@ -121,3 +121,40 @@ def fit_shape_model(shapes_xy, num_components: int = DEFAULT_COMPONENTS, max_ite
     k = int(num_components)
     variances = singular[:k] ** 2 / max(len(shapes) - 1, 1)
     return ShapeModel(mean=mean, components=rows[:k].copy(), variances=variances)
+
+
+def complete_shape(model: ShapeModel, points_xy, known, iterations: int = 20, ridge: float = 1.0) -> np.ndarray:
+    """(68, 2): the shape model's best fit to the ``known`` points (68,) bool, with every point taken from
+    the fit; the known points are the evidence, the others are where the model puts them.
+
+    Fits z_k = t + s (mean_k + sum_j b_j psi_jk) (t, s complex: translation, rotation + scale; b real
+    coefficients, ridge ``ridge`` / variance_j) to the known points by alternating least squares: with s
+    fixed (t, b) is linear, with b fixed (t, s) is. Needs at least 3 known points.
+    """
+    points = _as_shapes(np.asarray(points_xy, dtype=np.float64)[None], "points_xy")[0]
+    known = np.asarray(known, dtype=bool)
+    if known.shape != (NUM_KEYPOINTS,) or known.sum() < 3:
+        raise ValueError(f"known must be ({NUM_KEYPOINTS},) bool with at least 3 True, got {known.shape}, "
+                         f"{int(known.sum())} known")
+    z = points[:, 0] + 1j * points[:, 1]
+    psi = model.components[:, 0::2] + 1j * model.components[:, 1::2]  # (k, 68) complex components
+    zk, mk, pk = z[known], model.mean[known], psi[:, known]
+    penalty = ridge / np.maximum(model.variances, 1e-12)
+    # start: similarity of the mean alone, by complex least squares on [1, mean]
+    design = np.stack([np.ones_like(mk), mk], axis=1)
+    (t, s), *_ = np.linalg.lstsq(design, zk, rcond=None)
+    b = np.zeros(model.num_components)
+    for _ in range(iterations):
+        if model.num_components:
+            # (t, b) with s fixed: z - s m = t + sum_j b_j (s psi_j); real unknowns Re t, Im t, b
+            target = zk - s * mk
+            columns = [np.ones_like(zk), 1j * np.ones_like(zk)] + [s * pk[j] for j in range(model.num_components)]
+            a = np.stack([np.concatenate([c.real, c.imag]) for c in columns], axis=1)
+            rhs = np.concatenate([target.real, target.imag])
+            reg = np.diag(np.concatenate([[0.0, 0.0], penalty * abs(s) ** 2]))
+            solution = np.linalg.solve(a.T @ a + reg, a.T @ rhs)
+            t, b = solution[0] + 1j * solution[1], solution[2:]
+        shape = mk + b @ pk if model.num_components else mk
+        (t, s), *_ = np.linalg.lstsq(np.stack([np.ones_like(shape), shape], axis=1), zk, rcond=None)
+    full = t + s * (model.mean + (b @ psi if model.num_components else 0))
+    return np.stack([full.real, full.imag], axis=-1)

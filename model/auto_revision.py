@@ -1,0 +1,152 @@
+"""Automatic revision (after KeyBot, ECCV 2024): an error detector and a corrector in front of the user.
+
+One automatic round on a prediction: decode the points (user-clicked points at their clicks), score
+every point (higher = more likely wrong), flag the ``num_flagged`` highest-scored points that the user
+has not clicked and whose score reaches ``min_score``, let the corrector propose positions for them, and
+re-predict every point with the interactive model, the proposals given as hints (clicks) beside the
+user's clicks. It never sees the truth. Hints persist between rounds and user clicks (a user click on a
+hinted point replaces its hint).
+
+    reviser = AutoReviser.from_checkpoint("pretrained/error_detector.pth", predictor)
+    state = reviser.start(batch_size, num_keypoints)          # no hints yet
+    probs, state = reviser.round(image, probs, click_rc, clicked, state)
+
+Coordinates are (row, col) on the network grid, like ``model.predictor``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from misc.errors import BadInput
+from misc.shape_model import ShapeModel, complete_shape
+
+__all__ = ["AutoReviser", "HintState", "ShapeCorrector", "ShapeResidualScorer", "shape_model_to_entries",
+           "shape_model_from_entries"]
+
+
+@dataclass(frozen=True)
+class HintState:
+    """The automatic hints so far: positions (B, K, 2) grid (row, col), which points are hinted (B, K)
+    bool, and the detector's scores (B, K) of the points before the last round (NaN before any)."""
+
+    hint_rc: torch.Tensor
+    hinted: torch.Tensor
+    scores: torch.Tensor
+
+
+class ShapeResidualScorer:
+    """The shape-model baseline as a scorer: each point's distance to the shape model's reconstruction
+    of the whole prediction (misc/shape_model.py), in grid pixels. Looks at no image."""
+
+    def __init__(self, shape_model: ShapeModel):
+        self.shape_model = shape_model
+
+    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
+        scores = [self.shape_model.residual_scores(p) for p in points_rc.detach().cpu().double().numpy()]
+        return torch.as_tensor(np.stack(scores), dtype=torch.float32, device=points_rc.device)
+
+
+class ShapeCorrector:
+    """Proposes each flagged point where the shape model puts it when fitted to the unflagged points
+    (misc.shape_model.complete_shape); unflagged points keep their positions."""
+
+    def __init__(self, shape_model: ShapeModel, ridge: float = 1.0):
+        self.shape_model, self.ridge = shape_model, float(ridge)
+
+    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
+        proposal = points_rc.detach().clone()
+        for b in range(len(points_rc)):
+            if bool(flagged[b].any()):
+                known = (~flagged[b]).cpu().numpy()
+                full = complete_shape(self.shape_model, points_rc[b].cpu().double().numpy(), known, ridge=self.ridge)
+                filled = torch.as_tensor(full, dtype=proposal.dtype, device=proposal.device)
+                proposal[b, flagged[b]] = filled[flagged[b]]
+        return proposal
+
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image, points_rc) -> (B, K) scores
+Corrector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (image, points, flagged) -> points
+
+
+class AutoReviser:
+    """Detector + corrector + the interactive predictor (model.predictor.Predictor)."""
+
+    def __init__(self, predictor, scorer: Scorer, corrector: Corrector, num_flagged: int = 4,
+                 min_score: float = float("-inf")):
+        if int(num_flagged) < 1:
+            raise ValueError(f"num_flagged must be at least 1, got {num_flagged}")
+        self.predictor, self.scorer, self.corrector = predictor, scorer, corrector
+        self.num_flagged, self.min_score = int(num_flagged), float(min_score)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, predictor, **overrides) -> "AutoReviser":
+        """The detector checkpoint written by tools/train_error_detector.py (model/error_detector.py)."""
+        from model.error_detector import load_detector_checkpoint
+
+        detector, shape_model, settings = load_detector_checkpoint(Path(path))
+        settings = {**settings, **overrides}
+        device = next(predictor.net.parameters()).device
+        detector = detector.to(device)
+        return cls(predictor, detector.scorer(), ShapeCorrector(shape_model, settings.get("ridge", 1.0)),
+                   num_flagged=settings.get("num_flagged", 4), min_score=settings.get("min_score", float("-inf")))
+
+    def start(self, batch: int, num_keypoints: int, device=None) -> HintState:
+        """No hints."""
+        return HintState(torch.zeros(batch, num_keypoints, 2, device=device),
+                         torch.zeros(batch, num_keypoints, dtype=torch.bool, device=device),
+                         torch.full((batch, num_keypoints), float("nan"), device=device))
+
+    def scores(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
+        """(B, K) the detector's scores of ``points_rc`` (higher = more likely wrong)."""
+        return self.scorer(image, points_rc)
+
+    def predict(self, image, click_rc, clicked, state: HintState, last_probs=None) -> torch.Tensor:
+        """The interactive prediction with the user's clicks and the hints still standing."""
+        hinted = state.hinted & ~clicked
+        rc = torch.where(clicked[..., None], click_rc, state.hint_rc)
+        return self.predictor.probs(image, rc, clicked | hinted, last_probs)
+
+    def round(self, image, probs, click_rc, clicked, state: HintState) -> tuple[torch.Tensor, HintState]:
+        """One automatic round on the prediction ``probs``: (the re-prediction, the new hint state)."""
+        points = torch.where(clicked[..., None], click_rc, self.predictor.points(probs))
+        scores = self.scores(image, points)
+        candidates = scores.masked_fill(clicked | state.hinted, float("-inf"))
+        top = candidates.topk(min(self.num_flagged, candidates.shape[1]), dim=1)
+        flagged = torch.zeros_like(clicked)
+        flagged.scatter_(1, top.indices, top.values >= self.min_score)
+        flagged &= torch.isfinite(candidates)
+        keep = state.hinted & ~clicked
+        trusted = torch.where(keep[..., None], state.hint_rc, points)
+        proposal = self.corrector(image, trusted, flagged)
+        hint_rc = torch.where(flagged[..., None], proposal, torch.where(keep[..., None], state.hint_rc, proposal))
+        state = HintState(hint_rc, keep | flagged, scores)
+        return self.predict(image, click_rc, clicked, state, probs), state
+
+
+def shape_model_to_entries(model: ShapeModel) -> dict:
+    """Tensors for a checkpoint."""
+    return {"mean_real": torch.as_tensor(model.mean.real), "mean_imag": torch.as_tensor(model.mean.imag),
+            "components": torch.as_tensor(model.components), "variances": torch.as_tensor(model.variances)}
+
+
+def shape_model_from_entries(entries: dict, source: str) -> ShapeModel:
+    try:
+        mean = entries["mean_real"].double().numpy() + 1j * entries["mean_imag"].double().numpy()
+        return ShapeModel(mean=mean, components=entries["components"].double().numpy(),
+                          variances=entries["variances"].double().numpy())
+    except (KeyError, AttributeError) as exc:
+        raise BadInput(f"{source}: the shape model entry is incomplete ({exc})") from None
+
+
+def with_settings(reviser: AutoReviser, **settings) -> AutoReviser:
+    """A copy with other flagging settings (num_flagged, min_score)."""
+    copy = AutoReviser(reviser.predictor, reviser.scorer, reviser.corrector, reviser.num_flagged, reviser.min_score)
+    for key, value in settings.items():
+        setattr(copy, key, value)
+    return copy

@@ -1,0 +1,172 @@
+"""The error detector: for an image and its 68 current points, a score per point (the predicted log error).
+
+It looks at the image and the points together, as KeyBot's detector does, and judges vertebrae in
+sequence so that a level shift or a run of shifted vertebrae can be seen from the neighbours:
+
+- input: the image (grey, the network's normalisation) and the points drawn as 5 maps on the same
+  grid: one Gaussian map per corner type (top-left, top-right, bottom-left, bottom-right) and one map
+  whose Gaussians carry the vertebra's level (1/17 .. 17/17), so the network sees where each level sits;
+- a small convolutional network to 1/4 of the grid with context from 1/16 (a top-down sum);
+- per vertebra, the features sampled at its 4 corners, the corners' offsets from its centre and the
+  steps to the neighbouring vertebrae (both in units of the image's median vertebra height), and its
+  level's embedding, make one token; three residual 1-D convolutions (dilations 1, 2, 4) over the 17
+  tokens; a linear head gives the 4 corners' scores.
+
+Scores are trained to be log(1 + error / 2 px on the grid) (engine/detector_training.py), so higher is
+more likely wrong and the scale means something; only their order is used to flag points.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from misc.errors import BadInput
+from misc.heatmaps import gaussian_heatmaps
+
+POINTS_PER_VERTEBRA = 4
+FORMAT = "error-detector-1"
+
+__all__ = ["ErrorDetector", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint"]
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class _SequenceBlock(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.norm = nn.GroupNorm(1, channels)
+
+    def forward(self, x):
+        return x + F.gelu(self.norm(self.conv(x)))
+
+
+def vertebra_geometry(points_rc: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2) grid points -> (B, V, 14) per vertebra: its corners' offsets from its centre (8), the
+    steps from the previous and to the next vertebra's centre (4, zero at the ends), all divided by the
+    image's median vertebra height, and its centre's place in the spine's bounding box (2)."""
+    b = points_rc.shape[0]
+    corners = points_rc.reshape(b, -1, POINTS_PER_VERTEBRA, 2)
+    centre = corners.mean(2)
+    height = (corners[:, :, 2:, 0].mean(2) - corners[:, :, :2, 0].mean(2)).abs()
+    scale = height.median(1).values.clamp_min(1.0)[:, None, None]
+    offsets = (corners - centre[:, :, None]).flatten(2) / scale
+    step = (centre[:, 1:] - centre[:, :-1]) / scale
+    zero = torch.zeros_like(step[:, :1])
+    previous, following = torch.cat([zero, step], 1), torch.cat([step, zero], 1)
+    low, high = centre.amin(1, keepdim=True), centre.amax(1, keepdim=True)
+    place = (centre - low) / (high - low).clamp_min(1.0)
+    return torch.cat([offsets, previous, following, place], -1)
+
+
+class ErrorDetector(nn.Module):
+    def __init__(self, size_rc: tuple[int, int], num_keypoints: int = 68, width: int = 32, token: int = 96,
+                 point_std: float = 1.5):
+        super().__init__()
+        if num_keypoints % POINTS_PER_VERTEBRA:
+            raise ValueError(f"num_keypoints must be a multiple of {POINTS_PER_VERTEBRA}, got {num_keypoints}")
+        self.size_rc = tuple(int(v) for v in size_rc)
+        self.num_keypoints, self.point_std = int(num_keypoints), float(point_std)
+        self.num_vertebrae = self.num_keypoints // POINTS_PER_VERTEBRA
+        self.settings = {"size_rc": list(self.size_rc), "num_keypoints": self.num_keypoints, "width": width,
+                         "token": token, "point_std": self.point_std}
+        w = width
+        self.stem = nn.Sequential(_conv(1 + POINTS_PER_VERTEBRA + 1, w, 2), _conv(w, 2 * w, 2), _Residual(2 * w))
+        self.down8 = nn.Sequential(_conv(2 * w, 3 * w, 2), _Residual(3 * w))
+        self.down16 = nn.Sequential(_conv(3 * w, 4 * w, 2), _Residual(4 * w), _Residual(4 * w))
+        self.lateral16 = nn.Conv2d(4 * w, 2 * w, 1)
+        self.lateral8 = nn.Conv2d(3 * w, 2 * w, 1)
+        self.fuse = _conv(2 * w, 2 * w)
+        feature = 2 * w
+        self.level = nn.Embedding(self.num_vertebrae, 16)
+        self.token = nn.Linear(POINTS_PER_VERTEBRA * feature + 14 + 16, token)
+        self.sequence = nn.Sequential(*[_SequenceBlock(token, d) for d in (1, 2, 4)])
+        self.head = nn.Linear(token, POINTS_PER_VERTEBRA)
+
+    def point_maps(self, points_rc: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2) -> (B, 5, rows, cols): corner-type maps and the level map."""
+        maps = gaussian_heatmaps(points_rc, self.size_rc, self.point_std)  # (B, K, H, W)
+        b, k, h, w = maps.shape
+        by_vertebra = maps.reshape(b, -1, POINTS_PER_VERTEBRA, h, w)
+        corner_maps = by_vertebra.amax(1)
+        levels = torch.arange(1, self.num_vertebrae + 1, device=maps.device, dtype=maps.dtype) / self.num_vertebrae
+        level_map = (by_vertebra.amax(2) * levels[None, :, None, None]).amax(1, keepdim=True)
+        return torch.cat([corner_maps, level_map], 1)
+
+    def forward(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
+        """(B, C, rows, cols) network-normalised image, (B, K, 2) grid points -> (B, K) scores."""
+        grey = image.mean(1, keepdim=True)
+        x = torch.cat([grey, self.point_maps(points_rc)], 1)
+        f4 = self.stem(x)
+        f8 = self.down8(f4)
+        f16 = self.down16(f8)
+        top = F.interpolate(self.lateral16(f16), size=f8.shape[-2:], mode="bilinear", align_corners=False)
+        top = F.interpolate(top + self.lateral8(f8), size=f4.shape[-2:], mode="bilinear", align_corners=False)
+        features = self.fuse(f4 + top)
+        # sample at the points: grid_sample wants (x, y) in [-1, 1] with pixel centres (align_corners=False)
+        rows, cols = self.size_rc
+        xy = torch.stack([(points_rc[..., 1] + 0.5) / cols * 2 - 1, (points_rc[..., 0] + 0.5) / rows * 2 - 1], -1)
+        sampled = F.grid_sample(features, xy[:, :, None], mode="bilinear", align_corners=False)[..., 0]  # (B, C, K)
+        b = points_rc.shape[0]
+        per_vertebra = sampled.transpose(1, 2).reshape(b, self.num_vertebrae, -1)
+        levels = self.level.weight[None].expand(b, -1, -1)
+        tokens = self.token(torch.cat([per_vertebra, vertebra_geometry(points_rc), levels], -1))
+        tokens = self.sequence(tokens.transpose(1, 2)).transpose(1, 2)
+        return self.head(tokens).reshape(b, self.num_keypoints)
+
+    def scorer(self):
+        """``scorer(image, points_rc) -> (B, K)`` in eval mode without gradients (model.auto_revision)."""
+        self.eval()
+
+        def score(image, points_rc):
+            with torch.no_grad():
+                return self(image, points_rc)
+        return score
+
+
+def save_detector_checkpoint(path: Path, detector: ErrorDetector, shape_entries: dict, settings: dict,
+                             extra: dict | None = None) -> bytes:
+    """The checkpoint's bytes (the caller writes them atomically): weights, the detector's constructor
+    arguments, the corrector's shape model and the flagging settings."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "detector": detector.settings, "state_dict": detector.state_dict(),
+                "shape_model": shape_entries, "settings": dict(settings), **(extra or {})}, buffer)
+    return buffer.getvalue()
+
+
+def load_detector_checkpoint(path: Path):
+    """(ErrorDetector in eval mode, ShapeModel, settings) or BadInput naming the file."""
+    from model.auto_revision import shape_model_from_entries
+
+    if not path.is_file():
+        raise BadInput(f"error detector '{path}' not found (train one with tools/train_error_detector.py)")
+    try:
+        entries = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise BadInput(f"error detector '{path}' cannot be read: {exc}") from None
+    if not isinstance(entries, dict) or entries.get("format") != FORMAT:
+        raise BadInput(f"'{path}' is not an error detector checkpoint (format {FORMAT})")
+    detector = ErrorDetector(**entries["detector"])
+    try:
+        detector.load_state_dict(entries["state_dict"])
+    except RuntimeError as exc:
+        raise BadInput(f"error detector '{path}': weights do not fit the stored settings ({exc})") from None
+    return detector.eval(), shape_model_from_entries(entries["shape_model"], str(path)), dict(entries["settings"])
