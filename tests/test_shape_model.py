@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from misc.shape_model import fit_shape_model
+from misc.shape_model import complete_shape, fit_shape_model
 
 
 def spine(width=80.0, height=40.0, step=60.0, top=100.0, centre_x=500.0):
@@ -119,3 +119,40 @@ def test_bad_inputs_are_refused_with_a_message():
         fit_shape_model(jittered_spines(10), 2).residual_scores(np.full((68, 2), np.nan))
     with pytest.raises(ValueError, match="aligned"):
         fit_shape_model(jittered_spines(10), 2).residual_scores(np.ones((68, 2)))
+
+
+# complete_shape: the shape model fitted to some points puts the others
+
+
+def test_complete_shape_restores_missing_points_of_a_similar_copy_of_a_model_shape():
+    """A shape built from the mean and a component, then rotated, scaled and shifted: its hidden points
+    come back where they were (the fit has exactly the freedom the shape needs)."""
+    model = fit_shape_model(jittered_spines(), num_components=4)
+    mean_xy = np.stack([model.mean.real, model.mean.imag], -1)
+    mode = model.components[0].reshape(68, 2) * 0.3 * math.sqrt(model.variances[0]) / np.linalg.norm(model.components[0])
+    shape = similarity((mean_xy + mode) * 900, angle_deg=12, scale=1.1, shift_xy=(400, 250))
+    known = np.ones(68, bool)
+    known[24:40] = False  # four vertebrae in the middle hidden
+    completed = complete_shape(model, shape, known, ridge=0.0)
+    assert np.abs(completed - shape).max() < 1e-6 * np.abs(shape).max()
+
+
+def test_complete_shape_puts_a_hidden_vertebra_between_its_neighbours_not_where_its_points_were():
+    """On an evenly spaced spine the model learns even spacing: a vertebra moved a whole level up
+    and hidden is put back close to its own level."""
+    model = fit_shape_model(jittered_spines(sigma=2.0), num_components=4)
+    truth = spine()
+    moved = truth.copy()
+    moved[32:36] = truth[28:32]  # vertebra 8 on vertebra 7
+    known = np.ones(68, bool)
+    known[32:36] = False
+    completed = complete_shape(model, moved, known)
+    error = np.linalg.norm(completed[32:36] - truth[32:36], axis=1)
+    assert error.max() < 10.0  # a level is 60 px
+    assert np.linalg.norm(moved[32:36] - truth[32:36], axis=1).min() == pytest.approx(60.0)
+
+
+def test_complete_shape_refuses_too_few_known_points():
+    model = fit_shape_model(jittered_spines(), num_components=2)
+    with pytest.raises(ValueError, match="at least 3"):
+        complete_shape(model, spine(), np.zeros(68, bool))

@@ -1,0 +1,89 @@
+"""Train the error detector of automatic revision (engine/detector_training.py), one resumable command.
+
+    python tools/train_error_detector.py --checkpoint pretrained/aasce_cpu.pth --out runs/error_detector --threads 2
+    python tools/train_error_detector.py ... --resume     # after an interruption: keeps the bank and the epochs done
+
+The interactive model's predictions of the training images (the bank, stage 1) and the detector's epochs
+(stage 2) are saved in the run folder as they finish; best.pth is the detector checkpoint that test.py
+--detector and the tool load. The data folder is the checkpoint's (or --data).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import util  # noqa: E402
+from engine.detector_training import DetectorOptions, train_detector  # noqa: E402
+from misc.errors import BadInput, report_bad_input  # noqa: E402
+from model.predictor import Predictor  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    defaults = DetectorOptions()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="pretrained/aasce_cpu.pth", help="the interactive model whose errors to learn")
+    parser.add_argument("--data", default=None, help="preprocessed data folder (default: the checkpoint config's)")
+    parser.add_argument("--out", required=True, help="run folder (bank.npz, last.pth, best.pth, metrics.jsonl, log.txt)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--views", type=int, default=defaults.views, help="versions of each training image in the bank")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--num-flagged", type=int, default=defaults.num_flagged,
+                        help="points one automatic round flags (stored in best.pth)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+@report_bad_input
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise BadInput(f"{out} is not empty: pass --resume to continue that run, or another --out")
+    if args.epochs < 1 or args.views < 1 or args.batch_size < 1:
+        raise BadInput("--epochs, --views and --batch-size must be at least 1")
+    util.check_output_dir(out)
+    overrides = (f"PATH.DATA.TABLE={args.data}", f"PATH.DATA.IMAGE={args.data}") if args.data else ()
+    predictor = Predictor.from_checkpoint(args.checkpoint, overrides=overrides)
+    config = predictor_config(args.checkpoint, overrides)
+    options = DetectorOptions(views=args.views, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, num_flagged=args.num_flagged)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.txt"
+
+    def log(line: str) -> None:
+        stamped = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}"
+        print(stamped, flush=True)
+        with open(log_path, "a") as handle:
+            handle.write(stamped + "\n")
+
+    log(f"error detector for {args.checkpoint}, data {config.PATH.DATA.TABLE}, {options}")
+    best = train_detector(predictor, config, out, options, resume=args.resume, progress=not args.quiet, log=log)
+    log(f"best.pth: epoch {best['epoch']}, validation top-1 among 5 worst {best['top_among_worst']:.3f}, "
+        f"mean Spearman {best['mean_spearman']:.3f}")
+    return 0
+
+
+def predictor_config(checkpoint_path: str, overrides):
+    from model import read_checkpoint
+
+    config = read_checkpoint(Path(checkpoint_path)).config(overrides)
+    if config is None:
+        raise BadInput(f"{checkpoint_path} holds no config: the detector needs one of our checkpoints")
+    return config
+
+
+if __name__ == "__main__":
+    sys.exit(main())
