@@ -26,7 +26,7 @@ import torch
 from misc.errors import BadInput
 from misc.shape_model import ShapeModel, complete_shape
 
-__all__ = ["AutoReviser", "HintState", "ShapeCorrector", "ShapeResidualScorer", "shape_model_to_entries",
+__all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer", "shape_model_to_entries",
            "shape_model_from_entries"]
 
 
@@ -59,7 +59,8 @@ class ShapeCorrector:
     def __init__(self, shape_model: ShapeModel, ridge: float = 1.0):
         self.shape_model, self.ridge = shape_model, float(ridge)
 
-    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor, flagged: torch.Tensor,
+                 probs: torch.Tensor | None = None) -> torch.Tensor:
         proposal = points_rc.detach().clone()
         for b in range(len(points_rc)):
             if bool(flagged[b].any()):
@@ -70,8 +71,39 @@ class ShapeCorrector:
         return proposal
 
 
+class HeatmapShapeCorrector:
+    """The shape model says roughly where a flagged point belongs, the image says exactly: each flagged
+    point goes to the sub-pixel maximum of its own heatmap within ``radius`` grid pixels of the shape
+    model's proposal (ShapeCorrector), or to the proposal when the heatmap is empty there (below
+    ``min_probability``). A level shift often leaves a second mode at the right level."""
+
+    def __init__(self, shape_model: ShapeModel, radius: float = 8.0, min_probability: float = 0.05,
+                 ridge: float = 1.0, patch_size: int = 15):
+        self.shape = ShapeCorrector(shape_model, ridge)
+        self.radius, self.min_probability, self.patch_size = float(radius), float(min_probability), int(patch_size)
+
+    def __call__(self, image, points_rc, flagged, probs=None) -> torch.Tensor:
+        proposal = self.shape(image, points_rc, flagged)
+        if probs is None or not bool(flagged.any()):
+            return proposal
+        rows, cols = probs.shape[-2:]
+        grid_r = torch.arange(rows, device=probs.device, dtype=probs.dtype)[:, None]
+        grid_c = torch.arange(cols, device=probs.device, dtype=probs.dtype)[None, :]
+        b_index, k_index = torch.nonzero(flagged, as_tuple=True)
+        centre = proposal[b_index, k_index].to(probs.dtype)  # (F, 2)
+        near = (grid_r[None] - centre[:, 0, None, None]) ** 2 + (grid_c[None] - centre[:, 1, None, None]) ** 2 \
+            <= self.radius ** 2
+        windowed = probs[b_index, k_index] * near  # (F, rows, cols)
+        found = windowed.flatten(1).amax(1) >= self.min_probability
+        from misc.decoding import decode
+
+        located = decode(windowed[None], True, self.patch_size)[0].to(proposal.dtype)  # (F, 2)
+        proposal[b_index, k_index] = torch.where(found[:, None], located, proposal[b_index, k_index])
+        return proposal
+
+
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image, points_rc) -> (B, K) scores
-Corrector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (image, points, flagged) -> points
+Corrector = Callable[..., torch.Tensor]  # (image, points_rc, flagged, probs) -> proposed points_rc
 
 
 class AutoReviser:
@@ -123,7 +155,7 @@ class AutoReviser:
         flagged &= torch.isfinite(candidates)
         keep = state.hinted & ~clicked
         trusted = torch.where(keep[..., None], state.hint_rc, points)
-        proposal = self.corrector(image, trusted, flagged)
+        proposal = self.corrector(image, trusted, flagged, probs)
         hint_rc = torch.where(flagged[..., None], proposal, torch.where(keep[..., None], state.hint_rc, proposal))
         state = HintState(hint_rc, keep | flagged, scores)
         return self.predict(image, click_rc, clicked, state, probs), state
