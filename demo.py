@@ -2,6 +2,7 @@
 
     python demo.py                                  # the committed CPU model, http://127.0.0.1:8765/
     python demo.py --checkpoint save/quick/best.pth --port 9000
+    python demo.py --detector pretrained/error_detector.pth   # the error detector: "Check first", Auto-fix
     python demo.py --images xrays/                  # annotate a folder; every edit is saved at once
     python demo.py --images xrays/ --export OUT [--all]   # write OUT as a boostnet_labeldata tree, exit
     python demo.py --images xrays/ --export-coco FILE      # write FILE as COCO keypoints JSON, exit
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from demo import DEFAULT_CHECKPOINT  # noqa: E402 - the package demo/ (it shadows this file's name on import)
+from demo import DEFAULT_CHECKPOINT, DEFAULT_DETECTOR  # noqa: E402 - the package demo/ (it shadows this file's name)
 from demo.dataset_export import DEFAULT_TEST_SHARE  # noqa: E402
 
 FALLBACK_CONFIG = "config/quick.yaml"  # architecture of the untrained stand-in when no checkpoint exists
@@ -36,6 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"save/*/best.pth")
     parser.add_argument("--config", default=None,
                         help="YAML config for a checkpoint that stores none (e.g. the authors' release)")
+    parser.add_argument("--detector", default=None, metavar="PATH",
+                        help=f"error detector (model/error_detector.py): ranks 'Check first' by its scores and "
+                             f"enables Auto-fix; default {DEFAULT_DETECTOR} when present, else none (ranked by "
+                             f"confidence, no Auto-fix)")
+    parser.add_argument("--no-detector", action="store_true", help=f"do not load {DEFAULT_DETECTOR} even if present")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--allow-remote", action="store_true",
@@ -78,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--all only applies to --export OUT")
     if not 0 < args.test_share < 1:
         parser.error(f"--test-share must be between 0 and 1, got {args.test_share}")
+    if args.detector and args.no_detector:
+        parser.error("--detector and --no-detector exclude each other")
     if args.port < 0 or args.port > 65535:
         parser.error("--port must be 0..65535")
     if args.threads < 0:
@@ -117,6 +125,26 @@ def load_predictor(args):
               f"points are meaningless.\n         Train one (bash train.sh) or pass --checkpoint PATH.")
         return KeypointPredictor.untrained_from_config(config or load_config(ROOT / FALLBACK_CONFIG))
     return KeypointPredictor.from_checkpoint(path, config, allow_pickle=args.allow_pickle)
+
+
+def load_checker(args, predictor):
+    """The error detector (demo.detector.PointChecker) or None. An explicit --detector that is missing or
+    unreadable is an error (BadInput, one line naming it); a broken default is skipped with a warning."""
+    from demo.detector import PointChecker
+    from misc.errors import BadInput
+
+    if args.no_detector:
+        return None
+    if args.detector:
+        return PointChecker.from_checkpoint(args.detector, predictor)
+    default = ROOT / DEFAULT_DETECTOR
+    if not default.is_file():
+        return None
+    try:
+        return PointChecker.from_checkpoint(default, predictor)
+    except BadInput as exc:
+        print(f"WARNING: {exc}; starting without an error detector")
+        return None
 
 
 def open_folder(args):
@@ -204,9 +232,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or default_threads("torch"))
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    try:  # a bad checkpoint or config, or weights that predict NaN, stop here with one line
+    try:  # a bad checkpoint, config or detector, or weights that predict NaN, stop here with one line
         predictor = load_predictor(args)
         predictor.warm_up()
+        checker = load_checker(args, predictor)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -228,7 +257,7 @@ def main(argv=None) -> int:
         predictor.warm_up()  # the first ONNX Runtime call is slow: pay it before the first user does
     worklist, store = folder or (None, None)
     app = DemoApp(predictor, max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                  worklist=worklist, store=store)
+                  worklist=worklist, store=store, checker=checker)
     try:
         server = create_server(app, args.host, args.port, allow_remote=args.allow_remote)
     except (ValueError, OSError) as exc:
@@ -236,6 +265,8 @@ def main(argv=None) -> int:
         return 2
     print(f"model: {predictor.source} ({predictor.model_name}, {predictor.size_rc[0]}x{predictor.size_rc[1]}, "
           f"{backend}, {threads} CPU threads), ready in {time.perf_counter() - start:.1f} s")
+    print(f"error detector: {checker.source} ('Check first' by its scores, Auto-fix on)" if checker else
+          "error detector: none ('Check first' by confidence, Auto-fix off; --detector PATH loads one)")
     if worklist is not None:
         print(f"folder: {worklist.images_dir} ({len(worklist.names())} images); work saved in {store.path}")
     if args.allow_remote:

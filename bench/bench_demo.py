@@ -8,6 +8,10 @@ Measures, per refinement (a different point fixed each time, all earlier ones ke
   save_s      saving the session's history after the refinement (demo.store, SQLite on a temporary folder:
               what every edit of a folder opened with --images adds)
   http_s      POST /api/refine over loopback, JSON encoded and decoded (everything but the browser)
+  score_s     with an error detector (--detector): its scores of each refinement's points (part of session_s
+              and http_s: every new prediction is scored when it is made)
+  autofix_s   with an error detector: one Auto-fix round (AnnotationSession.auto_fix: scores, corrector,
+              one more network call, and the scores of the new points)
 The browser adds its own share (pointer event, fetch, SVG update, next frame); tests/test_demo_browser.py
 measures the whole path in headless Chromium and prints it.
 
@@ -15,6 +19,7 @@ measures the whole path in headless Chromium and prints it.
     python bench/bench_demo.py --checkpoint save/quick/best.pth --runs 30 --output /tmp/bench_demo.json
     python bench/bench_demo.py --backend torch       # PyTorch (default: as demo.py, ONNX Runtime if installed)
     python bench/bench_demo.py --compare-backends    # PyTorch and ONNX Runtime alternately, same load
+    python bench/bench_demo.py --detector random     # with an error detector of random weights (same cost)
 
 Latency does not depend on the weight values: without a checkpoint the quick config's architecture
 (config/quick.yaml) runs with random weights.
@@ -40,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from demo import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_NAME  # noqa: E402
+from demo import DEFAULT_DETECTOR as DEFAULT_DETECTOR_NAME  # noqa: E402
 from demo.predictor import KeypointPredictor, default_threads  # noqa: E402
 from demo.server import DemoApp, create_server  # noqa: E402
 from demo.session import AnnotationSession  # noqa: E402
@@ -67,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: time PyTorch and ONNX Runtime predictions alternately, call by call, so "
                              "that both see the same load")
+    parser.add_argument("--detector", default="",
+                        help="error detector: a checkpoint, 'random' (the default architecture with random weights: "
+                             "the cost does not depend on them) or 'none'; default: as demo.py, "
+                             f"{DEFAULT_DETECTOR_NAME} when present, else none")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 0:
@@ -91,6 +101,32 @@ def load(args) -> KeypointPredictor:
     if path is None:
         return KeypointPredictor.untrained_from_config(config)
     return KeypointPredictor.from_checkpoint(path, config)
+
+
+def load_checker(args, predictor: KeypointPredictor):
+    """The error detector as demo.py loads it (demo.detector.PointChecker), or None."""
+    from demo.detector import PointChecker
+
+    choice = args.detector or (str(ROOT / DEFAULT_DETECTOR_NAME) if (ROOT / DEFAULT_DETECTOR_NAME).is_file() else "none")
+    if choice == "none":
+        return None
+    if choice != "random":
+        return PointChecker.from_checkpoint(choice, predictor)
+    from dataset.synthetic import make_sample
+    from misc.frames import original_xy_to_grid_rc
+    from misc.shape_model import fit_shape_model
+    from model.auto_revision import AutoReviser, ShapeCorrector
+    from model.error_detector import ErrorDetector
+
+    torch.manual_seed(0)
+    shapes = []
+    for index in range(8):
+        sample = make_sample(1, "training", index, scale=0.25)
+        shapes.append(original_xy_to_grid_rc(sample.points_xy.astype(float), predictor.size_rc,
+                                             sample.image.shape)[:, ::-1])
+    reviser = AutoReviser(predictor.core, ErrorDetector(predictor.size_rc, predictor.num_keypoints).scorer(),
+                          ShapeCorrector(fit_shape_model(np.stack(shapes), 4)))
+    return PointChecker(reviser, predictor, "random weights (default architecture)")
 
 
 def fixed_sequence(true_xy, runs: int) -> list[dict[int, tuple[float, float]]]:
@@ -162,12 +198,13 @@ def main(argv=None) -> int:
 
         use_onnx_runtime(predictor, threads=threads_for("onnx", args))
     predictor.warm_up()
+    checker = load_checker(args, predictor)
     sample = make_sample(0, "test", args.example)
     true_xy = sample.points_xy.astype(float)
     sequence = fixed_sequence(true_xy, args.runs)
 
-    session = AnnotationSession("bench", sample.name, sample.image, predictor)
-    model_s, session_s, save_s = [], [], []
+    session = AnnotationSession("bench", sample.name, sample.image, predictor, checker=checker)
+    model_s, session_s, save_s, score_s, autofix_s = [], [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         store = AnnotationStore(Path(folder) / STORE_NAME)
         for fixed in sequence:
@@ -175,12 +212,19 @@ def main(argv=None) -> int:
             state = session.refine(fixed)
             session_s.append(time.perf_counter() - start)
             model_s.append(state.seconds)
+            score_s.append(state.score_seconds)
             start = time.perf_counter()
             store.sync(sample.name, *session.records())
             save_s.append(time.perf_counter() - start)
         store.close()
+    if checker is not None:
+        for fixed in sequence[:max(3, args.runs // 4)]:
+            session.refine(fixed)
+            start = time.perf_counter()
+            session.auto_fix()
+            autofix_s.append(time.perf_counter() - start)
 
-    app = DemoApp(predictor)
+    app = DemoApp(predictor, checker=checker)
     server = create_server(app, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     first = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -208,6 +252,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "model_s": summary(model_s), "session_s": summary(session_s), "save_s": summary(save_s),
         "http_s": summary(http_s),
+        "detector": None if checker is None else checker.source,
+        "score_s": summary(score_s) if checker is not None else None,
+        "autofix_s": summary(autofix_s) if checker is not None else None,
         "target_median_s": TARGET_MEDIAN_S,
     }
     # the browser's own share (event, fetch, SVG update, next frame) is a few ms on top: see

@@ -2,6 +2,7 @@
 
 Pieces (RITM-style separation; see STYLE.md):
   demo.predictor  the network and one prediction given fixed points (the protocol's model revision)
+  demo.detector   the error detector: per-point error scores ("Check first") and auto-fix rounds
   demo.session    one image's state: fixed points, history for undo/redo/reset, input validation
   demo.images     upload decoding (JPEG/PNG, in memory, bounded) and the bundled synthetic examples
   demo.export     JSON / CSV / AASCE .mat / COCO exports of one image
@@ -16,3 +17,5 @@ The command line is ``python demo.py`` at the repository root.
 
 # The committed CPU model, relative to the repository root: the one place to change when it moves.
 DEFAULT_CHECKPOINT = "pretrained/aasce_cpu.pth"
+# The committed error detector (model/error_detector.py), used when present unless --detector says otherwise.
+DEFAULT_DETECTOR = "pretrained/error_detector.pth"

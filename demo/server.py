@@ -20,6 +20,8 @@ not save the edit):
     POST /api/undo       {"session"}            -> state before the last action
     POST /api/redo       {"session"}            -> state after the last undone action
     POST /api/reset      {"session"}            -> the first prediction again (undoable)
+    POST /api/autofix    {"session"}            -> one automatic revision round (needs an error detector,
+                                                   else 400): the moved points are "suggested", not fixed
     GET  /api/state?session=ID                  -> state
     GET  /api/image?session=ID                  -> the image as the model reads it (a folder image's own
                                                    JPEG/PNG file when the browser shows it the same, else PNG)
@@ -33,11 +35,13 @@ not save the edit):
     POST /api/import_coco  a COCO document      -> {"imported", "skipped"} (demo.coco; all or nothing)
 
 A state is ``{"session", "name", "width", "height", "points": [[x, y] x K], "fixed": {"<index>": [x, y]},
-"confidence": [K], "least_confident": [indices], "cobb": {...} or null, "can_undo", "can_redo",
-"action", "version", "model_ms", "saved", "persistent", "done", "notes"}``; every fixed point in
-"points" is exactly the value sent.
+"confidence": [K], "least_confident": [indices], "error_scores": [K] or null, "check_first": [indices],
+"check_first_by": "detector" or "confidence", "suggested": [indices], "cobb": {...} or null, "can_undo",
+"can_redo", "action", "version", "model_ms", "score_ms", "saved", "persistent", "done", "notes"}``; every
+fixed point in "points" is exactly the value sent. "check_first" ranks the points not fixed by the error
+detector's scores (highest first) when one is loaded, else by confidence (lowest first).
 
-Every edit (refine, accept, undo, redo, reset, done) may carry ``"version"``: the state's version it was
+Every edit (refine, accept, undo, redo, reset, autofix, done) may carry ``"version"``: the state's version it was
 made on. If the image changed since (another tab), nothing is changed and the answer is 409 with the
 current state. Versions of folder images are counted by the store, so they hold across restarts.
 
@@ -205,8 +209,10 @@ class DemoApp:
 
     def __init__(self, predictor: KeypointPredictor, *, max_sessions: int = 8,
                  max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, examples: ExampleImages | None = None,
-                 worklist: Worklist | None = None, store: AnnotationStore | None = None):
-        self.predictor = predictor
+                 worklist: Worklist | None = None, store: AnnotationStore | None = None, checker=None):
+        """``checker``: a ``demo.detector.PointChecker`` (the error detector) or None: "Check first" by
+        confidence and no auto-fix."""
+        self.predictor, self.checker = predictor, checker
         self.sessions = SessionStore(max_sessions)
         if (worklist is None) != (store is None):
             raise ValueError("a worklist needs a store and a store a worklist")
@@ -228,7 +234,7 @@ class DemoApp:
             ("POST", "/api/predict"): self._predict, ("POST", "/api/example"): self._example,
             ("POST", "/api/refine"): self._refine, ("POST", "/api/undo"): self._undo,
             ("POST", "/api/redo"): self._redo, ("POST", "/api/reset"): self._reset,
-            ("POST", "/api/accept"): self._accept,
+            ("POST", "/api/accept"): self._accept, ("POST", "/api/autofix"): self._autofix,
             ("GET", "/api/worklist"): self._worklist, ("POST", "/api/open"): self._open,
             ("POST", "/api/done"): self._done, ("POST", "/api/export_dataset"): self._export_dataset,
         }
@@ -296,10 +302,11 @@ class DemoApp:
             "least_confident_count": NUM_LEAST_CONFIDENT,
             "folder": str(self.worklist.images_dir) if self.worklist else None,
             "undo_limit": UNDO_LIMIT,
+            "detector": self.checker.source if self.checker is not None else None,
         })
 
     def _start_session(self, name: str, gray) -> Response:
-        session = AnnotationSession(secrets.token_urlsafe(12), name, gray, self.predictor)
+        session = AnnotationSession(secrets.token_urlsafe(12), name, gray, self.predictor, checker=self.checker)
         self.sessions.add(session)
         with session.lock:
             body = self._state_json(session, session.current)
@@ -411,7 +418,7 @@ class DemoApp:
             # image before it is added, and none used the previous object of this image any more
             session = AnnotationSession(session_id, name, gray, self.predictor, saved=records or None,
                                         cursor_seq=cursor_seq, loaded=loaded, version=self.store.version(name),
-                                        on_change=self._save)
+                                        on_change=self._save, checker=self.checker)
             session.notes = notes
             self.sessions.add(session, use=True)
             return session
@@ -504,6 +511,11 @@ class DemoApp:
                 raise InputError(f"'points' must be a non-empty list of point indices 0..{k - 1}, got {points!r}")
             return self._edit(session, body, session.accept, points)
 
+    def _autofix(self, request: Request) -> Response:
+        body = self._json_body(request)
+        with self._using(body.get("session")) as session:
+            return self._edit(session, body, session.auto_fix)
+
     def _state(self, request: Request) -> Response:
         with self._using(self._query_one(request, "session"), create=False) as session, session.lock:
             return Response.json(self._state_json(session, session.current))
@@ -570,14 +582,27 @@ class DemoApp:
             "fixed": {str(i): list(xy) for i, xy in state.fixed_xy.items()},
             "confidence": [round(float(c), 4) if math.isfinite(c) else 0.0 for c in state.confidence],
             "least_confident": state.least_confident(),
+            **self._check_first(session, state),
+            "suggested": list(state.suggested),
             "cobb": cobb_summary(state.points_xy, session.height, self.vertebra_names),
             "can_undo": session.can_undo, "can_redo": session.can_redo, "action": state.action,
             "version": state.version, "model_ms": round(state.seconds * 1000, 1),
+            "score_ms": round(state.score_seconds * 1000, 1),
             "saved": True, "persistent": session.session_id.startswith(FOLDER_PREFIX),
             "done": session.session_id.startswith(FOLDER_PREFIX) and self.store.is_done(session.name),
             "notes": getattr(session, "notes", []),
         }
 
+
+    @staticmethod
+    def _check_first(session: AnnotationSession, state: State) -> dict:
+        """The error scores and the "Check first" ranking: by the detector's scores when one is loaded,
+        else by confidence."""
+        scores = session.error_scores(state)
+        if scores is None:
+            return {"error_scores": None, "check_first": state.least_confident(), "check_first_by": "confidence"}
+        return {"error_scores": [round(float(v), 4) if math.isfinite(v) else 0.0 for v in scores],
+                "check_first": state.most_suspect(), "check_first_by": "detector"}
 
     # ---------------------------------------------------------------------------------------------
     # what annotators expect from CVAT and Label Studio: COCO keypoints in and out, the image in its

@@ -12,6 +12,11 @@ Coordinates in a session are (x, y) in ORIGINAL image pixels (x = column, y = ro
 step of the protocol's model revision with the fixed points as clicks (see ``demo.predictor``); the
 returned points are the network's for every point the person has not fixed and the person's own
 positions, unchanged, for the fixed ones.
+
+With an error detector (``demo.detector.PointChecker``) every new set of points gets the detector's
+scores (``State.error_scores``, higher = more likely wrong), which then rank "Check first", and
+``auto_fix`` makes one automatic revision round an undoable action whose moved points are suggestions
+(``State.suggested``): predicted, not fixed.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ import torch
 from demo.predictor import KeypointPredictor
 from misc.frames import grid_rc_to_original_xy, original_xy_to_grid_rc
 
-__all__ = ["InputError", "SessionNotFound", "NothingToUndo", "VersionConflict", "State", "AnnotationSession", "SessionStore",
-           "parse_fixed", "keypoint_names", "vertebra_names", "NUM_LEAST_CONFIDENT"]
+__all__ = ["InputError", "NoDetector", "SessionNotFound", "NothingToUndo", "VersionConflict", "State", "AnnotationSession",
+           "SessionStore", "parse_fixed", "keypoint_names", "vertebra_names", "NUM_LEAST_CONFIDENT"]
 
 NUM_LEAST_CONFIDENT = 5  # points marked for the person to check first
 MAX_HISTORY = 200  # states kept for undo
@@ -39,6 +44,10 @@ _SPINE = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
 
 class InputError(ValueError):
     """A request's content is wrong; the message says what, for a person (HTTP 400)."""
+
+
+class NoDetector(InputError):
+    """Auto-fix asked of a server that has no error detector loaded (HTTP 400)."""
 
 
 class SessionNotFound(KeyError):
@@ -112,15 +121,24 @@ class State:
     fixed_xy: dict[int, tuple[float, float]]
     confidence: np.ndarray  # (K,) peak probability of each predicted heatmap
     probs: torch.Tensor | None  # (K, rows, cols) float16; dropped for old states (memory budget)
-    action: str  # "predict", "load", "refine", "accept", "reset" or "import"
+    action: str  # "predict", "load", "refine", "accept", "reset", "import" or "autofix"
     seconds: float = 0.0  # model time of the action
     version: int = 0  # the image's change count when this state was shown (the store's, for a folder image)
     seq: int | None = None  # position in the image's saved history (increasing); None until saved
+    suggested: tuple[int, ...] = ()  # points an auto-fix moved (predicted, not fixed), until the next prediction
+    error_scores: np.ndarray | None = None  # (K,) the error detector's scores of points_xy; None: not computed
+    score_seconds: float = 0.0  # time the detector took for error_scores
 
     def least_confident(self, count: int = NUM_LEAST_CONFIDENT) -> list[int]:
         """Indices of the ``count`` not-fixed points whose heatmap peaks are lowest, lowest first."""
         free = [i for i in np.argsort(self.confidence, kind="stable").tolist() if i not in self.fixed_xy]
         return free[:count]
+
+    def most_suspect(self, count: int = NUM_LEAST_CONFIDENT) -> list[int]:
+        """Indices of the ``count`` not-fixed points the error detector scores highest, highest first
+        (``error_scores`` must be computed)."""
+        order = np.argsort(-self.error_scores, kind="stable").tolist()
+        return [i for i in order if i not in self.fixed_xy][:count]
 
 
 @dataclass
@@ -149,6 +167,7 @@ class AnnotationSession:
     # called with the session after every change, under its lock; saves ``records()`` and returns (the seq
     # of every history entry, the new version). Raising makes the action fail and takes it back.
     on_change: object = field(default=None, repr=False)
+    checker: object = field(default=None, repr=False)  # demo.detector.PointChecker, or None: no error scores
 
     def __post_init__(self):
         self.height, self.width = (int(v) for v in self.gray.shape)
@@ -181,8 +200,8 @@ class AnnotationSession:
         saved yet have seq None (the store numbers them; the shown one is then the last)."""
         from demo.store import Record
 
-        return ([Record(s.seq, s.action, s.points_xy.tolist(), dict(s.fixed_xy), s.confidence.tolist())
-                 for s in self.history], self.current.seq)
+        return ([Record(s.seq, s.action, s.points_xy.tolist(), dict(s.fixed_xy), s.confidence.tolist(),
+                        list(s.suggested)) for s in self.history], self.current.seq)
 
     @property
     def can_undo(self) -> bool:
@@ -221,7 +240,8 @@ class AnnotationSession:
             for i in indices:
                 fixed.setdefault(int(i), (float(state.points_xy[i, 0]), float(state.points_xy[i, 1])))
             return self._push(State(state.points_xy.copy(), dict(sorted(fixed.items())), state.confidence.copy(),
-                                    state.probs, "accept"))
+                                    state.probs, "accept", suggested=tuple(i for i in state.suggested if i not in fixed),
+                                    error_scores=state.error_scores))
 
     def undo(self, version: int | None = None) -> State:
         """Back to the state before the last action; NothingToUndo at the first."""
@@ -245,7 +265,46 @@ class AnnotationSession:
             self.check_version(version)
             first = self.history[0]
             return self._push(State(first.points_xy.copy(), dict(first.fixed_xy), first.confidence.copy(),
-                                    first.probs, "reset"))
+                                    first.probs, "reset", suggested=first.suggested, error_scores=first.error_scores))
+
+    def auto_fix(self, version: int | None = None) -> State:
+        """One automatic revision round on the shown prediction (``demo.detector``): the detector flags the
+        highest-scored points not fixed, the corrector proposes places for them, and every point not
+        fixed is re-predicted with the fixed points as clicks and the proposals as hints. The flagged
+        points become suggestions (predicted, not fixed); undoable like every action. NoDetector without
+        a detector."""
+        with self.lock:
+            self.check_version(version)
+            if self.checker is None:
+                raise NoDetector("auto-fix needs an error detector, and none is loaded: start demo.py with "
+                                 "--detector PATH (a file written by tools/train_error_detector.py)")
+            state = self.current
+            if len(state.fixed_xy) >= self.num_keypoints:
+                raise InputError("every point is fixed: there is nothing for auto-fix to move")
+            prev = state.probs
+            if prev is None:  # a state restored by undo or from the store: recompute its heatmaps
+                prev = self._run(state.fixed_xy, None, "refine").probs
+            fixed_rc = {i: self.to_grid_rc(*xy) for i, xy in state.fixed_xy.items()}
+            fix = self.checker.auto_fix(self._image_t, prev, fixed_rc)
+            points_xy = grid_rc_to_original_xy(fix.points_rc.double().numpy(), self.predictor.size_rc,
+                                               (self.height, self.width))
+            for index, xy in state.fixed_xy.items():
+                points_xy[index] = xy
+            return self._push(State(np.ascontiguousarray(points_xy), dict(state.fixed_xy),
+                                    fix.confidence.double().numpy(), fix.probs.half(), "autofix", fix.seconds,
+                                    suggested=tuple(fix.flagged)))
+
+    def error_scores(self, state: State) -> np.ndarray | None:
+        """The detector's scores of ``state``'s points, computed once and kept with the state (so undo and
+        redo show them again at no cost); None without a detector. Call under ``lock``."""
+        if self.checker is None:
+            return None
+        if state.error_scores is None:
+            start = time.perf_counter()
+            points_rc = original_xy_to_grid_rc(state.points_xy, self.predictor.size_rc, (self.height, self.width))
+            state.error_scores = self.checker.scores(self._image_t, points_rc)
+            state.score_seconds = time.perf_counter() - start
+        return state.error_scores
 
     # ---------------------------------------------------------------------------------------------
     def to_grid_rc(self, x: float, y: float) -> tuple[float, float]:
@@ -276,7 +335,8 @@ class AnnotationSession:
         for record in records:
             state = State(np.array(record.points_xy, dtype=np.float64),
                           {int(i): (float(x), float(y)) for i, (x, y) in record.fixed_xy.items()},
-                          np.array(record.confidence, dtype=np.float64), None, record.action, seq=record.seq)
+                          np.array(record.confidence, dtype=np.float64), None, record.action, seq=record.seq,
+                          suggested=tuple(int(i) for i in record.suggested))
             self.history.append(state)
         seqs = [s.seq for s in self.history]
         self.cursor = seqs.index(cursor_seq) if cursor_seq in seqs else len(seqs) - 1
@@ -289,6 +349,7 @@ class AnnotationSession:
         return self.current
 
     def _push(self, state: State) -> State:
+        self.error_scores(state)  # a new set of points is scored when it is made (kept for undo)
         history = self.history[:self.cursor + 1] + [state]  # a new action after undo drops the redo branch
         if len(history) > MAX_HISTORY:
             del history[1]  # keep the first prediction: reset returns to it

@@ -16,7 +16,8 @@ is refused with a StoreError naming it, and left as it was (checked on a read-on
 cannot write or checkpoint). ``check_folder`` refuses a store whose images are none of the folder's.
 
 A record is one entry of an image's undo history: the points shown (K x (x, y) original pixels), the
-fixed points ({index: (x, y)}), the per-point confidence and the action that made it. Coordinates are
+fixed points ({index: (x, y)}), the per-point confidence, the action that made it and, for an auto-fix,
+the points it suggested (moved, not fixed). Coordinates are
 stored as JSON numbers, which round-trip Python floats exactly.
 
 The store numbers the entries (``seq``: the largest of the image + 1, inside the write transaction) and
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS states (
     points TEXT NOT NULL,              -- JSON [[x, y], ...] original pixels
     fixed TEXT NOT NULL,               -- JSON {"<index>": [x, y]}
     confidence TEXT NOT NULL,          -- JSON [c, ...]
+    suggested TEXT NOT NULL DEFAULT '[]', -- JSON [index, ...]: points an auto-fix moved (not fixed)
     PRIMARY KEY (name, seq)
 );
 """
@@ -69,13 +71,14 @@ class Record:
     points_xy: list  # [[x, y], ...]
     fixed_xy: dict  # {index: (x, y)}
     confidence: list
+    suggested: list = ()  # [index, ...] points an auto-fix moved (predicted, not fixed)
 
 
 def _record(row: tuple) -> Record:
-    """A ``states`` row (seq, action, points, fixed, confidence) as a Record."""
-    seq, action, points, fixed, confidence = row
+    """A ``states`` row (seq, action, points, fixed, confidence, suggested) as a Record."""
+    seq, action, points, fixed, confidence, suggested = row
     return Record(seq, action, json.loads(points), {int(k): tuple(v) for k, v in json.loads(fixed).items()},
-                  json.loads(confidence))
+                  json.loads(confidence), json.loads(suggested))
 
 
 class AnnotationStore:
@@ -94,6 +97,9 @@ class AnnotationStore:
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(images)")}
             if "version" not in columns:  # a store written before versions were counted
                 self._conn.execute("ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+            if "suggested" not in {row[1] for row in self._conn.execute("PRAGMA table_info(states)")}:
+                # a store written before auto-fix
+                self._conn.execute("ALTER TABLE states ADD COLUMN suggested TEXT NOT NULL DEFAULT '[]'")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the annotation store ({exc})") from None
         self._lock = threading.Lock()
@@ -196,10 +202,11 @@ class AnnotationStore:
                     if seq is None:
                         seq, next_seq = next_seq, next_seq + 1
                     conn.execute(
-                        "INSERT INTO states (name, seq, action, points, fixed, confidence) VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO states (name, seq, action, points, fixed, confidence, suggested) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (name, seq, record.action, json.dumps(record.points_xy),
                          json.dumps({str(i): list(xy) for i, xy in record.fixed_xy.items()}),
-                         json.dumps(record.confidence)))
+                         json.dumps(record.confidence), json.dumps([int(i) for i in record.suggested])))
                 seqs.append(seq)
             for seq in sorted(stored - set(seqs)):
                 conn.execute("DELETE FROM states WHERE name = ? AND seq = ?", (name, seq))
@@ -223,12 +230,14 @@ class AnnotationStore:
         if not rows:
             return [], None
         records = [_record(row) for row in self._read(
-            "SELECT seq, action, points, fixed, confidence FROM states WHERE name = ? ORDER BY seq", (name,))]
+            "SELECT seq, action, points, fixed, confidence, suggested FROM states WHERE name = ? ORDER BY seq",
+            (name,))]
         return records, rows[0][0]
 
     def current(self, name: str) -> Record | None:
         """The shown entry of ``name``'s history, or None."""
-        rows = self._read("SELECT s.seq, s.action, s.points, s.fixed, s.confidence FROM images i JOIN states s "
+        rows = self._read("SELECT s.seq, s.action, s.points, s.fixed, s.confidence, s.suggested FROM images i "
+                          "JOIN states s "
                           "ON s.name = i.name AND s.seq = i.cursor_seq WHERE i.name = ?", (name,))
         return _record(rows[0]) if rows else None
 

@@ -123,7 +123,8 @@ class AutoReviser:
 
         detector, shape_model, settings = load_detector_checkpoint(Path(path))
         settings = {**settings, **overrides}
-        device = next(predictor.net.parameters()).device
+        parameters = getattr(predictor.net, "parameters", None)  # None: ONNX Runtime's stand-in (CPU)
+        device = next(parameters()).device if parameters is not None else torch.device("cpu")
         detector = detector.to(device)
         return cls(predictor, detector.scorer(), ShapeCorrector(shape_model, settings.get("ridge", 1.0)),
                    num_flagged=settings.get("num_flagged", 4), min_score=settings.get("min_score", float("-inf")))

@@ -1,7 +1,8 @@
 """The annotator conveniences in a real headless Chromium (the pattern and helpers of
 tests/test_demo_browser.py): arrow-key nudge, accept what is on screen / the whole image, per-image
 progress in the worklist, N/P to the next unfinished image, the selected point's number at full view,
-the undo limit on the page, the image in its own format, and COCO export then import from the page.
+the undo limit on the page, the image in its own format, COCO export then import from the page, and
+the error detector: "Check first" by its scores, Auto-fix by key and button, undone by Undo.
 """
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def test_annotator_conveniences_in_a_real_browser(browser, predictor, tmp_path):
                         "the progress of the open image")
         assert progress(chrome) == {names[0]: "0/68", names[1]: "", names[2]: ""}
         assert "198 actions" in chrome.evaluate("document.getElementById('undo-limit').textContent")
+        # no error detector: "Check first" by confidence, Auto-fix disabled and saying why
+        assert [int(i) for i in chrome.evaluate("[...document.querySelectorAll('#worst li')].map(li => "
+                                                "li.dataset.index)")] == state(chrome)["least_confident"]
+        assert "confidence" in chrome.evaluate("document.getElementById('check-first-by').textContent")
+        assert chrome.evaluate("document.getElementById('auto-fix').disabled")
+        assert "--detector" in chrome.evaluate("document.getElementById('auto-fix').title")
         # the X-ray reached the page as its own JPEG file
         served = chrome.evaluate("fetch(window.demoState().image_url).then(r => r.headers.get('Content-Type'))")
         assert served == "image/jpeg"
@@ -127,6 +134,87 @@ def test_annotator_conveniences_in_a_real_browser(browser, predictor, tmp_path):
         assert state(chrome)["name"] == names[1]
         key(chrome, "n", "KeyN", 78)
         chrome.wait_for(f"window.demoState().name === {json.dumps(names[2])}", "the image after")
+        errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+        assert errors == [], errors
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# the error detector: "Check first" by its scores, Auto-fix by key and button, undone by Undo
+# --------------------------------------------------------------------------------------------------
+def shown_check_first(chrome) -> list[int]:
+    return chrome.evaluate("[...document.querySelectorAll('#worst li')].map(li => Number(li.dataset.index))")
+
+
+def suggested_on_page(chrome) -> list[int]:
+    return chrome.evaluate("[...document.querySelectorAll('#points circle.suggested')]"
+                           ".map(c => Number(c.dataset.index)).sort((a, b) => a - b)")
+
+
+def test_error_detector_check_first_and_auto_fix_in_a_real_browser(browser, predictor, tmp_path):  # noqa: F811
+    import cv2
+
+    from dataset.synthetic import make_sample
+    from demo.detector import PointChecker
+    from demo.server import DemoApp
+    from demo.store import STORE_NAME, AnnotationStore
+    from demo.worklist import Worklist
+    from tests.test_demo_autofix import detector_checkpoint
+
+    chrome = browser
+    checker = PointChecker.from_checkpoint(detector_checkpoint(tmp_path / "error_detector.pth", predictor.size_rc),
+                                           predictor)
+    images = tmp_path / "xrays"
+    images.mkdir()
+    sample = make_sample(0, "test", 24, scale=0.5)
+    cv2.imwrite(str(images / sample.name), sample.image)
+    store = AnnotationStore(images / STORE_NAME)
+    server = serve(DemoApp(predictor, worklist=Worklist(images), store=store, checker=checker))
+    try:
+        chrome.call("Runtime.enable")
+        chrome.call("Page.enable")
+        open_page(chrome, server.url)
+        first = state(chrome)
+        scores = np.array(first["error_scores"])
+        by_score = np.argsort(-scores, kind="stable")[:5].tolist()  # nothing fixed yet
+        assert shown_check_first(chrome) == by_score
+        assert "error detector" in chrome.evaluate("document.getElementById('check-first-by').textContent")
+        rings = chrome.evaluate("[...document.querySelectorAll('.worst-mark')].filter(c => c.style.display !== "
+                                "'none').map(c => [Number(c.getAttribute('cx')), Number(c.getAttribute('cy'))])")
+        assert np.allclose(rings, np.array(first["points"])[by_score])
+        assert not chrome.evaluate("document.getElementById('auto-fix').disabled")
+
+        # the key X: one automatic round; the moved points are suggestions (drawn so), not fixed
+        key(chrome, "x", "KeyX", 88)
+        chrome.wait_for("window.demoState().action === 'autofix' && !document.body.classList.contains('busy')",
+                        "the auto-fix by key")
+        fixed_once = state(chrome)
+        assert fixed_once["points"] != first["points"] and fixed_once["fixed"] == {}
+        assert len(fixed_once["suggested"]) == 4 and suggested_on_page(chrome) == sorted(fixed_once["suggested"])
+        scores = np.array(fixed_once["error_scores"])
+        assert shown_check_first(chrome) == np.argsort(-scores, kind="stable")[:5].tolist()
+        assert chrome.evaluate("document.getElementById('status').textContent.startsWith('Auto-fix suggests')")
+
+        # Undo brings the points back exactly, with no suggestion left
+        chrome.evaluate("document.getElementById('undo').click()")
+        chrome.wait_for("window.demoState().action !== 'autofix'", "the undo of the auto-fix")
+        undone = state(chrome)
+        assert undone["points"] == first["points"] and undone["suggested"] == [] and suggested_on_page(chrome) == []
+        assert shown_check_first(chrome) == by_score
+
+        # the button does the same
+        chrome.evaluate("document.getElementById('auto-fix').click()")
+        chrome.wait_for("window.demoState().action === 'autofix' && !document.body.classList.contains('busy')",
+                        "the auto-fix by button")
+        fixed_twice = state(chrome)
+        assert fixed_twice["points"] == fixed_once["points"], "one round from the same state is deterministic"
+        assert suggested_on_page(chrome) == sorted(fixed_twice["suggested"])
+        key(chrome, "z", "KeyZ", 90, modifiers=2)
+        chrome.wait_for("window.demoState().action !== 'autofix'", "Ctrl+Z after the auto-fix")
+        assert state(chrome)["points"] == first["points"] and suggested_on_page(chrome) == []
         errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
         assert errors == [], errors
     finally:

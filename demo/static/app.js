@@ -31,7 +31,8 @@
     folderSection: $("#folder-section"), folderCount: $("#folder-count"), done: $("#done"),
     exportDataset: $("#export-dataset"), prevImage: $("#prev-image"), nextImage: $("#next-image"),
     brightness: $("#brightness"), contrast: $("#contrast"), invert: $("#invert"),
-    showOverlay: $("#show-overlay"), showLabels: $("#show-labels"),
+    showOverlay: $("#show-overlay"), showLabels: $("#show-labels"), autoFix: $("#auto-fix"),
+    checkFirstBy: $("#check-first-by"),
   };
   const GRAB_RADIUS_PX = 12; // a press this close to a point grabs the nearest one
   const NUMBERS_MIN_SPACING_PX = 14; // point numbers appear once neighbours are this far apart on screen
@@ -348,10 +349,14 @@
       c.setAttribute("cy", y);
       const radius = i === selected ? SELECTED_RADIUS_PX : (isFixed ? FIXED_RADIUS_PX : POINT_RADIUS_PX);
       c.setAttribute("r", radius * shrink * u);
+      const isSuggested = !isFixed && (doc.suggested || []).includes(i);
       c.classList.toggle("fixed", isFixed);
+      c.classList.toggle("suggested", isSuggested);
       c.classList.toggle("selected", i === selected);
       c.firstChild.textContent = `${names[i]} (#${i}) · ${isFixed ? "fixed by you: never moved" :
-        "predicted: the model may still move it"} · confidence ${doc.confidence[i].toFixed(2)}`;
+        (isSuggested ? "auto-fix suggestion: predicted, accept it (A) or move it" :
+          "predicted: the model may still move it")} · confidence ${doc.confidence[i].toFixed(2)}` +
+        (doc.error_scores ? ` · error score ${doc.error_scores[i].toFixed(2)}` : "");
       placeNumber(i, x, y, radius, u, showNumbers);
     }
     polygons.forEach((polygon, v) => {
@@ -363,7 +368,7 @@
       labels[v].setAttribute("y", midY);
       labels[v].setAttribute("font-size", LABEL_SIZE_PX * u);
     });
-    const worst = doc.least_confident || [];
+    const worst = checkFirst();
     rings.forEach((ring, k) => {
       const i = worst[k];
       ring.style.display = i === undefined ? "none" : "";
@@ -386,6 +391,11 @@
     el.done.disabled = !ready || !doc.persistent;
     el.done.textContent = ready && doc.done ? "Mark not done" : "Mark done";
     el.reset.disabled = !ready;
+    el.autoFix.disabled = !ready || !hasDetector();
+    el.autoFix.title = hasDetector() ?
+      "Auto-fix (X): the error detector flags the most suspect points, they are moved and the others " +
+      "re-predicted; the moved ones are suggestions (not fixed), Undo takes it back" :
+      "Auto-fix needs an error detector: none is loaded (start demo.py with --detector PATH)";
     el.fit.disabled = !ready;
     document.querySelectorAll("button.export").forEach((b) => { b.disabled = !ready; });
     const isFixed = ready && selected !== null && Object.prototype.hasOwnProperty.call(doc.fixed, String(selected));
@@ -415,12 +425,27 @@
       rows.push(tr);
     }
     el.cobb.replaceChildren(...rows);
-    el.worst.replaceChildren(...(ready ? doc.least_confident : []).map((i) => {
+    const byDetector = ready && doc.check_first_by === "detector";
+    el.checkFirstBy.textContent = !ready ? "" : (byDetector ?
+      "Ranked by the error detector: highest error score (more likely wrong) first." :
+      "Ranked by confidence: least confident first" + (info.detector ? "." : " (no error detector loaded)."));
+    el.worst.replaceChildren(...(ready ? checkFirst() : []).map((i) => {
       const li = document.createElement("li");
-      li.textContent = `${info.keypoint_names[i]} (${doc.confidence[i].toFixed(2)})`;
+      li.dataset.index = String(i);
+      li.textContent = byDetector ? `${info.keypoint_names[i]} (score ${doc.error_scores[i].toFixed(2)})` :
+        `${info.keypoint_names[i]} (${doc.confidence[i].toFixed(2)})`;
       li.addEventListener("click", () => select(i, true));
       return li;
     }));
+  }
+
+  // the points to check first: ranked by the error detector when the server has one, else by confidence
+  function checkFirst() {
+    return doc.check_first || doc.least_confident || [];
+  }
+
+  function hasDetector() {
+    return Boolean(info && info.detector);
   }
 
   function select(index, centre = false) {
@@ -508,6 +533,25 @@
 
   const DONE_MESSAGES = { "/api/undo": "Undone", "/api/redo": "Redone", "/api/reset": "Back to the first prediction",
     "/api/accept": "Checked: these points are fixed now", "/api/done": "Saved" };
+
+  // one automatic revision round: the moved points come back as suggestions (predicted, not fixed)
+  function autoFix() {
+    if (!doc) return;
+    if (!hasDetector()) {
+      setStatus("Auto-fix needs an error detector: none is loaded (start demo.py with --detector PATH).", true);
+      return;
+    }
+    setBusy(true);
+    enqueue(async () => {
+      const state = await postJson("/api/autofix", { session: doc.session, version: doc.version });
+      refineSeq += 1;
+      setBusy(false);
+      applyState(state);
+      const names = state.suggested.map((i) => info.keypoint_names[i]).join(", ");
+      setStatus(state.suggested.length ? `Auto-fix suggests ${names} (${Math.round(state.model_ms)} ms): ` +
+        "check them, accept (A) or move them; Undo takes it back." : "Auto-fix found nothing to move.");
+    }, revert);
+  }
 
   function simpleAction(path, extra = {}) {
     if (!doc) return;
@@ -670,6 +714,8 @@
       stepImage(1);
     } else if (key === "p") {
       stepImage(-1);
+    } else if (key === "x") {
+      autoFix();
     } else if (key === "d") {
       if (doc && doc.persistent) simpleAction("/api/done", { done: !doc.done });
     } else if (key === "h") {
@@ -701,6 +747,7 @@
   el.openExample.addEventListener("click", () => openExample(Number(el.example.value)));
   el.undo.addEventListener("click", () => simpleAction("/api/undo"));
   el.redo.addEventListener("click", () => simpleAction("/api/redo"));
+  el.autoFix.addEventListener("click", autoFix);
   el.acceptPoint.addEventListener("click", () => accept(false));
   el.acceptVertebra.addEventListener("click", () => accept(true));
   el.done.addEventListener("click", () => simpleAction("/api/done", { done: !doc.done }));
