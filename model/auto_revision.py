@@ -126,7 +126,7 @@ class AutoReviser:
         parameters = getattr(predictor.net, "parameters", None)  # None: ONNX Runtime's stand-in (CPU)
         device = next(parameters()).device if parameters is not None else torch.device("cpu")
         detector = detector.to(device)
-        return cls(predictor, detector.scorer(), ShapeCorrector(shape_model, settings.get("ridge", 1.0)),
+        return cls(predictor, detector.scorer(), build_corrector(shape_model, settings),
                    num_flagged=settings.get("num_flagged", 4), min_score=settings.get("min_score", float("-inf")))
 
     def start(self, batch: int, num_keypoints: int, device=None) -> HintState:
@@ -160,6 +160,20 @@ class AutoReviser:
         hint_rc = torch.where(flagged[..., None], proposal, torch.where(keep[..., None], state.hint_rc, proposal))
         state = HintState(hint_rc, keep | flagged, scores)
         return self.predict(image, click_rc, clicked, state, probs), state
+
+
+CORRECTORS = ("shape", "heatmap")
+
+
+def build_corrector(shape_model: ShapeModel, settings: dict):
+    """The corrector a detector checkpoint's settings name: "shape" (ShapeCorrector) or "heatmap"
+    (HeatmapShapeCorrector with ``radius``)."""
+    kind = settings.get("corrector", "shape")
+    if kind == "shape":
+        return ShapeCorrector(shape_model, settings.get("ridge", 1.0))
+    if kind == "heatmap":
+        return HeatmapShapeCorrector(shape_model, radius=settings.get("radius", 8.0), ridge=settings.get("ridge", 1.0))
+    raise BadInput(f"unknown corrector '{kind}' in the detector's settings (use one of {', '.join(CORRECTORS)})")
 
 
 def shape_model_to_entries(model: ShapeModel) -> dict:
