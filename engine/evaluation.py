@@ -8,7 +8,9 @@ from tqdm.auto import tqdm
 from misc.frames import grid_to_original
 from engine.revision import (AUTO_REVISION, COORD_KINDS, REVISIONS, choice_clicker, clicks_to_reach, mre_per_image,
                              revisions_in, run_auto_revisions, run_revisions)
+from model.auto_revision import with_settings
 from model.predictor import Predictor, check_finite
+
 FRAMES = ("pixel", "mm")  # "mm": original pixels on AASCE (no pixel spacing), millimetres with a spacing
 
 
@@ -38,8 +40,6 @@ def evaluate(net, loader, config, device, max_clicks: int, progress: bool = True
     predictor = Predictor(net, config)
     size_rc = predictor.size_rc
     if auto_rounds:
-        from model.auto_revision import with_settings
-
         reviser = with_settings(reviser, predictor=predictor)  # the evaluated network re-predicts
     parts: dict[str, list] = {}
     description = f"evaluate 0..{max_clicks} clicks" + (f", {auto_rounds} automatic rounds" if auto_rounds else "")
