@@ -3,6 +3,7 @@
     python test.py --only-test-version quick              # save/quick/best.pth on its own test split
     python test.py --checkpoint pretrained/x.pth --data data/dataset16_512 --out results/x
     python test.py --checkpoint a.pth --ensemble b.pth c.pth ...     # heatmaps of a, b, c averaged
+    python test.py --only-test-version quick --auto-revision 1       # + model revision with automatic rounds
 
 Writes to the output folder: results.json (every metric per click), results.md (the table),
 mre_per_click.png, and predictions.npz (per image and click: coordinates of both revisions in the
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.evaluator import EvaluationJob, locate_model, run_evaluation
+from engine.evaluator import DEFAULT_DETECTOR, EvaluationJob, locate_model, run_evaluation
 from misc.errors import BadInput, report_bad_input
 
 
@@ -53,6 +54,17 @@ def parse_args(argv=None):
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow a checkpoint that needs unpickling (only for files you trust)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument("--auto-revision", type=int, default=0, metavar="N",
+                        help="also evaluate model revision with N automatic rounds after the predictions (a "
+                             "round: the error detector flags suspicious points, the corrector proposes "
+                             "positions, the model re-predicts with them as hints; it never sees the truth); "
+                             "a row 'model + automatic revision' in the table, 'auto' in results.json "
+                             "(default: %(default)s, the paper's protocol only)")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="PATH",
+                        help="the error detector checkpoint for --auto-revision (default: %(default)s)")
+    parser.add_argument("--auto-between-clicks", choices=("yes", "no"), default="yes",
+                        help="run the automatic rounds after every click's prediction too, not only after the "
+                             "0-click one (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -60,7 +72,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     for flag, value, minimum in (("--max-clicks", args.max_clicks, 0), ("--table-clicks", args.table_clicks, 0),
-                                 ("--batch-size", args.batch_size, 1), ("--visualize", args.visualize, 0)):
+                                 ("--batch-size", args.batch_size, 1), ("--visualize", args.visualize, 0),
+                                 ("--auto-revision", args.auto_revision, 0)):
         if value is not None and value < minimum:
             raise BadInput(f"{flag} must be >= {minimum}, got {value}")
     config, checkpoint, default_out = locate_model(args.only_test_version, args.checkpoint, args.config, args.set,
@@ -72,7 +85,8 @@ def main(argv=None) -> int:
     job = EvaluationJob(split=args.split, max_clicks=args.max_clicks, table_clicks=args.table_clicks,
                         batch_size=args.batch_size, device=args.device, ensemble=tuple(args.ensemble),
                         visualize=args.visualize, allow_pickle=args.allow_pickle, progress=not args.no_progress,
-                        overrides=tuple(args.set))
+                        overrides=tuple(args.set), auto_revision=args.auto_revision, detector=args.detector,
+                        auto_between_clicks=args.auto_between_clicks == "yes")
     run_evaluation(config, checkpoint, Path(args.out) if args.out else default_out, job)
     return 0
 

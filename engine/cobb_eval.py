@@ -10,7 +10,8 @@ The truth comes from the table: an entry's ``cobb_angles`` field (the ``angles.c
 preprocessing stored them), else the Cobb angles of the entry's raw ``label`` points with the image height
 ``raw_size_row_col[0]`` (these reproduce ``angles.csv`` to within 0.01 degree).
 
-results layout added by :func:`cobb_metrics` (JSON-ready, per revision "model" / "manual")::
+results layout added by :func:`cobb_metrics` (JSON-ready, per revision "model" / "manual", and "auto" when the
+arrays hold automatic revision)::
 
     cobb_SMAPE      [C+1] floats, percent, after 0..C clicks
     cobb_MAE        [C+1][3] floats, degrees, mean |pred - true| of angle 1, 2, 3 after 0..C clicks
@@ -25,10 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.report import REVISION_COLOURS, REVISION_LABELS
+from engine.revision import REVISIONS, revisions_in
 from misc.cobb import NUM_KEYPOINTS, cobb_angles, smape_per_image
 from misc.frames import grid_to_original_px
 
-REVISIONS = ("model", "manual")
 NUM_ANGLES = 3
 
 __all__ = [
@@ -131,14 +133,16 @@ def predicted_cobb_angles(arrays: dict, revision: str, kind: str = "sargmax") ->
 
 
 def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax", predicted: dict | None = None) -> dict:
-    """Cobb SMAPE and MAE per click for model and manual revision (JSON-ready, see the module docstring).
+    """Cobb SMAPE and MAE per click for model and manual revision, and automatic revision when ``arrays``
+    hold it (JSON-ready, see the module docstring).
 
     ``true_angles``: (N, 3) degrees in the order of ``arrays["names"]`` (:func:`true_cobb_angles`).
     Predictions use the SARGMAX coordinates (``kind``) in original pixels; predictions with a vertebra
     without direction are scored with ``degenerate="zero"`` (never raise) and counted in ``cobb_degenerate``.
     Returns ``{"model": {"cobb_SMAPE": [...], "cobb_MAE": [[a1, a2, a3], ...], "cobb_degenerate": [...]},
     "manual": {...}}``; merge each revision's dict into ``results[revision]``.
-    ``predicted``: revision -> the output of :func:`predicted_cobb_angles`, when the caller already has it.
+    ``predicted``: revision -> the output of :func:`predicted_cobb_angles`, when the caller already has it
+    (then its revisions are the ones scored).
     """
     true = np.asarray(true_angles, dtype=np.float64)
     n_images = len(np.asarray(arrays["raw_size_rc"]).reshape(-1, 2))
@@ -148,7 +152,7 @@ def cobb_metrics(arrays: dict, true_angles, kind: str = "sargmax", predicted: di
     if n_images == 0:
         raise ValueError("no evaluated images: Cobb metrics need at least one")
     out: dict = {}
-    for revision in REVISIONS:
+    for revision in (predicted if predicted else revisions_in(arrays)):
         pred, degenerate = predicted[revision] if predicted else predicted_cobb_angles(arrays, revision, kind)
         n_steps = pred.shape[1]
         smape = [float(smape_per_image(pred[:, c], true).mean()) for c in range(n_steps)]
@@ -169,23 +173,25 @@ def _mae_text(row) -> str:
 
 
 def format_cobb_table(results: dict, clicks: int) -> str:
-    """Markdown: Cobb SMAPE (%) of model / manual revision for 0..clicks clicks, then one MAE line each.
+    """Markdown: Cobb SMAPE (%) of model / manual (/ automatic) revision for 0..clicks clicks, then one MAE line
+    each.
 
     ``results[revision]`` must hold ``cobb_SMAPE`` and ``cobb_MAE`` (:func:`cobb_metrics`); same layout as
     :func:`engine.report.format_table`.
     """
-    available = min(len(results[r]["cobb_SMAPE"]) for r in REVISIONS) - 1
+    revisions = revisions_in(results)
+    available = min(len(results[r]["cobb_SMAPE"]) for r in revisions) - 1
     clicks = min(int(clicks), available)
     header = "| " + " | ".join(["", *[f"{n} click{'s' if n != 1 else ''}" for n in range(clicks + 1)]]) + " |"
     lines = [f"Cobb angle SMAPE (%; sargmax, original pixels), {results.get('num_images', '?')} images", "",
              header, "|" + "---|" * (clicks + 2)]
-    for revision in REVISIONS:
+    for revision in revisions:
         values = results[revision]["cobb_SMAPE"][: clicks + 1]
-        lines.append(f"| {revision} revision | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        lines.append(f"| {REVISION_LABELS[revision]} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     lines += ["", "Cobb angle mean absolute error (degrees; angle 1 / 2 / 3):", ""]
-    for revision in REVISIONS:
+    for revision in revisions:
         mae = results[revision]["cobb_MAE"]
-        text = f"- {revision} revision: 0 clicks {_mae_text(mae[0])}"
+        text = f"- {REVISION_LABELS[revision]}: 0 clicks {_mae_text(mae[0])}"
         if clicks > 0:
             text += f"; {clicks} click{'s' if clicks != 1 else ''} {_mae_text(mae[clicks])}"
         degenerate = results[revision].get("cobb_degenerate", [])[: clicks + 1]
@@ -206,14 +212,14 @@ def plot_cobb(results: dict, path) -> None:
     fig = Figure(figsize=(11, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax_smape, ax_mae = fig.subplots(1, 2)
-    colours = {"model": "tab:red", "manual": "tab:blue"}
     styles = ("o-", "s--", "^:")
-    for revision in REVISIONS:
+    for revision in revisions_in(results):
         smape = results[revision]["cobb_SMAPE"]
-        ax_smape.plot(range(len(smape)), smape, "o-", color=colours[revision], label=f"{revision} revision")
+        ax_smape.plot(range(len(smape)), smape, "o-", color=REVISION_COLOURS[revision],
+                      label=REVISION_LABELS[revision])
         mae = np.asarray(results[revision]["cobb_MAE"], dtype=np.float64).reshape(len(smape), NUM_ANGLES)
         for angle in range(NUM_ANGLES):
-            ax_mae.plot(range(len(smape)), mae[:, angle], styles[angle], color=colours[revision],
+            ax_mae.plot(range(len(smape)), mae[:, angle], styles[angle], color=REVISION_COLOURS[revision],
                         alpha=0.85, label=f"{revision}, angle {angle + 1}")
     ax_smape.set_title("Cobb angle SMAPE against clicks")
     ax_smape.set_ylabel("SMAPE (%)")

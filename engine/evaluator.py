@@ -2,6 +2,7 @@
 one split, and write what it measured: results.json (every metric per click), results.md (the table),
 mre_per_click.png (+ cobb_per_click.png), predictions.npz (per image and click: coordinates of both
 revisions in the network grid and in original pixels, the truth, the click order) and per_image.csv.
+With ``auto_revision`` > 0 also model revision with automatic rounds (model/auto_revision.py), beside them.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import torch
 
 import util
 from dataset.keypoint_dataset import KeypointDataset, collate
-from engine.cobb_eval import (REVISIONS, cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles,
-                              true_cobb_angles)
+from engine.cobb_eval import cobb_metrics, format_cobb_table, plot_cobb, predicted_cobb_angles, true_cobb_angles
 from engine.evaluation import evaluate, original_frame, per_image_errors, summarise
 from engine.experiment import BEST_CHECKPOINT, CONFIG_FILE
 from engine.report import PAPER_AASCE, PER_IMAGE_FILE, format_table, per_image_csv, plot_mre
+from engine.revision import revisions_in
 from misc.cobb import NUM_KEYPOINTS as COBB_KEYPOINTS, smape_per_image
 from misc.errors import BadInput
 from model import read_checkpoint
@@ -26,6 +27,7 @@ from model.ensemble import load_ensemble
 from model.predictor import Predictor
 
 DEFAULT_CONFIG = "config/spineweb_ours.yaml"  # for a checkpoint without a stored config (the authors' release)
+DEFAULT_DETECTOR = "pretrained/error_detector.pth"  # the error detector of automatic revision
 
 
 @dataclass
@@ -41,6 +43,9 @@ class EvaluationJob:
     allow_pickle: bool = False
     progress: bool = True
     overrides: tuple = ()
+    auto_revision: int = 0  # automatic rounds per prediction; 0: the paper's protocol only
+    detector: str = DEFAULT_DETECTOR  # read only when auto_revision > 0
+    auto_between_clicks: bool = True  # rounds after every prediction (False: after the 0-click one only)
 
 
 def list_experiments(root: Path) -> list[str]:
@@ -86,7 +91,8 @@ def save_outputs(out_dir: Path, arrays: dict, results: dict, table: str, config,
     util.atomic_write_json(out_dir / "results.json", results)
     util.atomic_write_text(out_dir / "results.md", table + "\n")
     npz = {key: value for key, value in arrays.items()}
-    for key in [k for k in arrays if k.endswith("_rc") and k.startswith(("model_", "manual_"))] + ["true_rc"]:
+    revisions = tuple(f"{revision}_" for revision in revisions_in(arrays))
+    for key in [k for k in arrays if k.endswith("_rc") and k.startswith(revisions)] + ["true_rc"]:
         npz[key.replace("_rc", "_original_rc")] = original_frame(arrays, key)
     if cobb is not None:
         npz.update(cobb)
@@ -110,13 +116,22 @@ def run_evaluation(config, checkpoint, out_dir: Path, job: EvaluationJob) -> dic
     net = Predictor.from_checkpoint(checkpoint, config).net.to(device)
     if job.ensemble:
         net = load_ensemble(net, config, job.ensemble, allow_pickle=job.allow_pickle)
+    reviser = None
+    if job.auto_revision:  # before the evaluation: a missing detector file is a BadInput naming it
+        from model.auto_revision import AutoReviser
+
+        reviser = AutoReviser.from_checkpoint(job.detector, Predictor(net, config))
     dataset = KeypointDataset(config, job.split, train=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=job.batch_size, collate_fn=collate,
                                          pin_memory=device.type == "cuda")
     members = "".join(f" + {path}" for path in job.ensemble)
     print(f"evaluating {checkpoint.path} (epoch {checkpoint.entries.get('epoch', '?')}){members} on {len(dataset)} "
           f"{job.split} images from {config.PATH.DATA.TABLE}, 0..{max_clicks} clicks, device {device}")
-    arrays = evaluate(net, loader, config, device, max_clicks, progress=job.progress)
+    if reviser is not None:
+        print(f"with automatic revision: {job.auto_revision} round(s) with the detector {job.detector} after the "
+              f"0-click prediction{' and after every click' if job.auto_between_clicks else ''}")
+    arrays = evaluate(net, loader, config, device, max_clicks, progress=job.progress, reviser=reviser,
+                      auto_rounds=job.auto_revision, auto_between_clicks=job.auto_between_clicks)
     results = summarise(arrays, config.Test.noc_thresholds)
     results["checkpoint"] = str(checkpoint.path)
     if job.ensemble:  # the heatmaps were averaged with these members'
@@ -125,11 +140,16 @@ def run_evaluation(config, checkpoint, out_dir: Path, job: EvaluationJob) -> dic
     results["split"] = job.split
     if job.overrides:  # a results file must say when it is not the checkpoint's own config
         results["config_overrides"] = list(job.overrides)
+    if reviser is not None:
+        results["auto_revision"] = {"rounds": int(job.auto_revision), "detector": str(job.detector),
+                                    "between_clicks": bool(job.auto_between_clicks),
+                                    "num_flagged": reviser.num_flagged,
+                                    "min_score": reviser.min_score if np.isfinite(reviser.min_score) else None}
     table = format_table(results, table_clicks)
     cobb = None
     if config.Dataset.num_keypoint == COBB_KEYPOINTS:  # Cobb angles need the 17 AASCE vertebrae
         true_angles = true_cobb_angles(dataset.table, arrays)
-        predicted = {rev: predicted_cobb_angles(arrays, rev) for rev in REVISIONS}
+        predicted = {rev: predicted_cobb_angles(arrays, rev) for rev in revisions_in(arrays)}
         for revision, metrics in cobb_metrics(arrays, true_angles, predicted=predicted).items():
             results[revision].update(metrics)
         table += "\n\n" + format_cobb_table(results, table_clicks)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.revision import revisions_in
 from misc.paired import paired_bootstrap
 
 # The paper's Fig. 4: AASCE test set, sargmax MRE in original pixels after 0..5 clicks.
@@ -14,19 +15,24 @@ PAPER_AASCE = {
     "manual": [58.58, 55.85, 53.33, 50.90, 48.55, 47.03],
 }
 TABLE_METRIC = "sargmax_mm_MRE"  # official key name: "mm" = original pixels on AASCE (it has no pixel spacing)
+# Rows of the tables and lines of the plots, per revision of engine.revision (results.json's keys).
+REVISION_LABELS = {"model": "model revision", "manual": "manual revision", "auto": "model + automatic revision"}
+REVISION_COLOURS = {"model": "tab:red", "manual": "tab:blue", "auto": "tab:green"}
 
 
 def format_table(results: dict, clicks: int, metrics=(TABLE_METRIC, "hargmax_mm_MRE")) -> str:
-    """Markdown table: rows model / manual revision, columns 0..clicks, one block per metric."""
+    """Markdown table: rows model / manual revision (and model + automatic revision when ``results`` has
+    "auto"), columns 0..clicks, one block per metric."""
+    revisions = revisions_in(results)
     lines = []
     header = "| " + " | ".join(["", *[f"{n} click{'s' if n != 1 else ''}" for n in range(clicks + 1)]]) + " |"
     for metric in metrics:
         lines += [f"MRE ({metric}; {'original pixels' if '_mm_' in metric else 'network-grid pixels'}), "
                   f"{results.get('num_images', '?')} images", "", header,
                   "|" + "---|" * (clicks + 2)]
-        for revision in ("model", "manual"):
+        for revision in revisions:
             values = results[revision][metric][: clicks + 1]
-            lines.append(f"| {revision} revision | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+            lines.append(f"| {REVISION_LABELS[revision]} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
         lines.append("")
     if results.get("noc"):
         lines.append("Clicks to bring an image's MRE (sargmax, original px) under a threshold "
@@ -34,13 +40,13 @@ def format_table(results: dict, clicks: int, metrics=(TABLE_METRIC, "hargmax_mm_
         lines.append("")
         for threshold, entry in results["noc"].items():
             parts = [f"{rev} {entry[rev]['mean_clicks']:.2f} ({entry[rev]['not_reached']} not reached)"
-                     for rev in ("model", "manual")]
+                     for rev in revisions]
             lines.append(f"- MRE <= {threshold}: " + "; ".join(parts))
     return "\n".join(lines).rstrip()
 
 
 def plot_mre(results: dict, path: Path, metric: str = TABLE_METRIC, reference: dict | None = None) -> None:
-    """PNG of MRE against clicks for both revisions (the paper's AASCE values dashed, if given)."""
+    """PNG of MRE against clicks for each revision (the paper's AASCE values dashed, if given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,10 +56,10 @@ def plot_mre(results: dict, path: Path, metric: str = TABLE_METRIC, reference: d
     import io
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for revision, colour in (("model", "tab:red"), ("manual", "tab:blue")):
-        values = results[revision][metric]
-        ax.plot(range(len(values)), values, "o-", color=colour, label=f"{revision} revision (ours)")
-        if reference:
+    for revision in revisions_in(results):
+        values, colour = results[revision][metric], REVISION_COLOURS[revision]
+        ax.plot(range(len(values)), values, "o-", color=colour, label=f"{REVISION_LABELS[revision]} (ours)")
+        if reference and revision in reference:
             ref = reference[revision]
             ax.plot(range(len(ref)), ref, "s--", color=colour, alpha=0.5, label=f"{revision} revision (paper)")
     ax.set_xlabel("clicks")

@@ -6,6 +6,10 @@ previous-heatmap rule is the predictor's business: ``model.predictor.Predictor.b
 -> {kind: (B, K, 2)}`` and a ``misc.clicks.Clicker`` (truth, clicks, worst-point rule). Coordinates are
 (row, col) on the network grid; errors that choose the next click are measured in the clicker's frame
 (original pixels for ``*_mm_*`` decision metrics).
+
+``run_auto_revisions`` is the same model revision with automatic rounds (model/auto_revision.py) after
+each prediction: a detector flags suspicious points, a corrector proposes positions, the model
+re-predicts with them as hints. The rounds see the clicked mask only, never the truth.
 """
 from __future__ import annotations
 
@@ -19,6 +23,15 @@ from misc.frames import grid_to_original
 from misc.metrics import radial_errors
 
 COORD_KINDS = ("hargmax", "sargmax")
+REVISIONS = ("model", "manual")  # the paper's protocol
+AUTO_REVISION = "auto"  # model revision with automatic rounds (run_auto_revisions), when it was evaluated
+
+
+def revisions_in(mapping) -> tuple[str, ...]:
+    """The revisions that evaluate()'s arrays (or predictions.npz, or results.json's dict) hold: model,
+    manual and, when it was evaluated, auto."""
+    has_auto = AUTO_REVISION in mapping or f"{AUTO_REVISION}_sargmax_rc" in mapping
+    return REVISIONS + ((AUTO_REVISION,) if has_auto else ())
 
 
 @dataclass
@@ -78,6 +91,46 @@ def run_revisions(predict: Callable, decode: Callable, clicker: Clicker, max_cli
         model.click_order.append(clicker.click_worst(revised[choice_kind]))
         manual.click_order.append(manual_clicker.click_worst(manual_now[choice_kind]))
     return model, manual
+
+
+def run_auto_revisions(predict: Callable, auto_round: Callable, decode: Callable, clicker: Clicker,
+                       max_clicks: int, rounds: int, state, between_clicks: bool = True,
+                       choice_kind: str = "hargmax") -> tuple[RevisionTrace, torch.Tensor]:
+    """Model revision with ``rounds`` automatic rounds after the predictions; return (trace, scores).
+
+    ``predict(clicked, last_probs, state) -> probs``: the prediction with the user's clicks and the
+    hints standing in ``state``; ``auto_round(probs, clicked, state) -> (probs, state)``: one automatic
+    round; ``state``: the hint state before any round (e.g. ``AutoReviser.start``), which must carry the
+    detector's ``scores`` (B, K) of the prediction the round looked at (``HintState``).
+
+    At click 0: predict without clicks, then ``rounds`` automatic rounds; clicked points take their true
+    position; the worst remaining point of this revised prediction (by ``choice_kind``) becomes the next
+    click; the next prediction receives the clicks, the standing hints and the last (revised)
+    prediction, followed by ``rounds`` rounds again when ``between_clicks`` (else none). With
+    ``rounds == 0`` this is ``run_revisions``' model revision. Neither callable receives the truth: the
+    caller gives them click positions, which are the truth at clicked points only.
+
+    scores: (B, K) the detector's scores of the 0-click prediction (the first round's), NaN without rounds.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    max_clicks = min(max_clicks, clicker.true_rc.shape[1])
+    scores = torch.full(clicker.true_rc.shape[:2], float("nan"), device=clicker.true_rc.device)
+    probs = None
+    trace = RevisionTrace()
+    for n in range(max_clicks + 1):
+        probs = predict(clicker.clicked, probs, state)
+        for round_index in range(rounds if n == 0 or between_clicks else 0):
+            probs, state = auto_round(probs, clicker.clicked, state)
+            if n == 0 and round_index == 0:
+                scores = state.scores
+        revised = {kind: clicker.revise(c) for kind, c in decode(probs).items()}
+        for kind in COORD_KINDS:
+            trace.coords[kind].append(revised[kind])
+        if n == max_clicks:
+            break
+        trace.click_order.append(clicker.click_worst(revised[choice_kind]))
+    return trace, scores
 
 
 def mre_per_image(coords_rc: torch.Tensor, true_rc: torch.Tensor, size_rc=None, raw_size_rc=None,
