@@ -49,7 +49,6 @@ class DetectorOptions:
     max_errors: int = 3
     seed: int = 0
     width: int = 32
-    num_flagged: int = 4
     shape_components: int = 8
 
 
@@ -136,9 +135,10 @@ def _save(path: Path, payload: dict) -> None:
     util.atomic_write_bytes(path, buffer.getvalue())
 
 
-def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, resume: bool = False,
+def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, settings: dict, resume: bool = False,
                    progress: bool = True, log=print) -> dict:
-    """Both stages; returns the best validation quality. A finished stage is not redone on resume."""
+    """Both stages; returns the best validation quality. A finished stage is not redone on resume.
+    ``settings``: the flagging settings stored in best.pth (model.auto_revision.AutoReviser.from_checkpoint)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     bank_path = run_dir / BANK_FILE
     if bank_path.is_file():
@@ -169,7 +169,6 @@ def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, r
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state["best"]
         log(f"resumed after epoch {start_epoch}")
-    settings = {"num_flagged": options.num_flagged, "ridge": 1.0}
     metrics_path = run_dir / "metrics.jsonl"
     for epoch in range(start_epoch + 1, options.epochs + 1):
         detector.train()

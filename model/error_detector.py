@@ -17,6 +17,7 @@ more likely wrong and the scale means something; only their order is used to fla
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -25,11 +26,13 @@ import torch.nn.functional as F
 
 from misc.errors import BadInput
 from misc.heatmaps import gaussian_heatmaps
+from util import atomic_write_bytes
 
 POINTS_PER_VERTEBRA = 4
 FORMAT = "error-detector-1"
 
-__all__ = ["ErrorDetector", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint"]
+__all__ = ["ErrorDetector", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint",
+           "update_settings"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -144,8 +147,6 @@ def save_detector_checkpoint(path: Path, detector: ErrorDetector, shape_entries:
                              extra: dict | None = None) -> bytes:
     """The checkpoint's bytes (the caller writes them atomically): weights, the detector's constructor
     arguments, the corrector's shape model and the flagging settings."""
-    import io
-
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "detector": detector.settings, "state_dict": detector.state_dict(),
                 "shape_model": shape_entries, "settings": dict(settings), **(extra or {})}, buffer)
@@ -170,3 +171,13 @@ def load_detector_checkpoint(path: Path):
     except RuntimeError as exc:
         raise BadInput(f"error detector '{path}': weights do not fit the stored settings ({exc})") from None
     return detector.eval(), shape_model_from_entries(entries["shape_model"], str(path)), dict(entries["settings"])
+
+
+def update_settings(path: Path, settings: dict) -> None:
+    """Rewrite the flagging settings of a detector checkpoint, atomically; weights and the rest unchanged."""
+    load_detector_checkpoint(path)  # refuses what is not a detector checkpoint, naming it
+    entries = torch.load(path, map_location="cpu", weights_only=True)
+    entries["settings"] = dict(settings)
+    buffer = io.BytesIO()
+    torch.save(entries, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

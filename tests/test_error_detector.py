@@ -91,3 +91,25 @@ def test_training_writes_a_loadable_detector_and_resumes_without_rebuilding_the_
     capsys.readouterr()
     assert main(common + ["--epochs", "2"]) == 2
     assert "is not empty: pass --resume" in capsys.readouterr().err
+
+
+def test_update_settings_changes_only_the_settings_and_the_reviser_follows_them(tmp_path):
+    from model.auto_revision import AutoReviser, HeatmapShapeCorrector
+    from model.error_detector import update_settings
+
+    torch.manual_seed(0)
+    detector = ErrorDetector((64, 32), width=8, token=16).eval()
+    shapes = np.stack([spine_rc().numpy() * 0.3 + np.random.default_rng(s).normal(0, 0.3, (68, 2)) for s in range(12)])
+    path = tmp_path / "detector.pth"
+    path.write_bytes(save_detector_checkpoint(path, detector, shape_model_to_entries(fit_shape_model(shapes, 3)),
+                                              {"num_flagged": 4}))
+    update_settings(path, {"num_flagged": 2, "min_score": 1.5, "corrector": "heatmap", "radius": 5.0})
+    loaded, _, settings = load_detector_checkpoint(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), detector.state_dict().values()))
+
+    predictor = type("P", (), {"net": torch.nn.Linear(1, 1)})()
+    reviser = AutoReviser.from_checkpoint(path, predictor)
+    assert (reviser.num_flagged, reviser.min_score) == (2, 1.5)
+    assert isinstance(reviser.corrector, HeatmapShapeCorrector) and reviser.corrector.radius == 5.0
+    with pytest.raises(BadInput, match="nothing.pth' not found"):
+        update_settings(tmp_path / "nothing.pth", {})

@@ -2,6 +2,11 @@
 
     python tools/train_error_detector.py --checkpoint pretrained/aasce_cpu.pth --out runs/error_detector --threads 2
     python tools/train_error_detector.py ... --resume     # after an interruption: keeps the bank and the epochs done
+    python tools/train_error_detector.py --out runs/error_detector --update-settings --num-flagged 2 --min-score 1.5
+
+The flagging settings (points flagged per round, minimum score, corrector) are stored in best.pth; they
+are chosen on validation with tools/probe_auto_revision.py and written with --update-settings, which
+changes nothing else in the file.
 
 The interactive model's predictions of the training images (the bank, stage 1) and the detector's epochs
 (stage 2) are saved in the run folder as they finish; best.pth is the detector checkpoint that test.py
@@ -21,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import util  # noqa: E402
 from engine.detector_training import DetectorOptions, train_detector  # noqa: E402
 from misc.errors import BadInput, report_bad_input  # noqa: E402
+from model.auto_revision import CORRECTORS  # noqa: E402
+from model.error_detector import update_settings  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
 
@@ -37,8 +44,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--num-flagged", type=int, default=defaults.num_flagged,
+    parser.add_argument("--num-flagged", type=int, default=4,
                         help="points one automatic round flags (stored in best.pth)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="flag only points scored at least this (the score is log(1 + error / 2 grid px)); default: none")
+    parser.add_argument("--corrector", choices=CORRECTORS, default="shape",
+                        help="shape: the shape model fitted to the other points; heatmap: the heatmap's maximum near that")
+    parser.add_argument("--radius", type=float, default=8.0, help="the heatmap corrector's search radius (grid px)")
+    parser.add_argument("--update-settings", action="store_true",
+                        help="only rewrite the flagging settings of --out/best.pth (no training)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -50,6 +64,11 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    settings = flagging_settings(args)
+    if args.update_settings:
+        update_settings(out / "best.pth", settings)
+        print(f"{out / 'best.pth'}: settings {settings}")
+        return 0
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise BadInput(f"{out} is not empty: pass --resume to continue that run, or another --out")
     if args.epochs < 1 or args.views < 1 or args.batch_size < 1:
@@ -59,7 +78,7 @@ def main(argv=None) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, overrides=overrides)
     config = predictor_config(args.checkpoint, overrides)
     options = DetectorOptions(views=args.views, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, num_flagged=args.num_flagged)
+                              seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
 
@@ -70,10 +89,19 @@ def main(argv=None) -> int:
             handle.write(stamped + "\n")
 
     log(f"error detector for {args.checkpoint}, data {config.PATH.DATA.TABLE}, {options}")
-    best = train_detector(predictor, config, out, options, resume=args.resume, progress=not args.quiet, log=log)
+    best = train_detector(predictor, config, out, options, settings, resume=args.resume, progress=not args.quiet, log=log)
     log(f"best.pth: epoch {best['epoch']}, validation top-1 among 5 worst {best['top_among_worst']:.3f}, "
         f"mean Spearman {best['mean_spearman']:.3f}")
     return 0
+
+
+def flagging_settings(args) -> dict:
+    if args.num_flagged < 1 or args.radius <= 0:
+        raise BadInput("--num-flagged must be at least 1 and --radius positive")
+    settings = {"num_flagged": args.num_flagged, "corrector": args.corrector, "radius": args.radius, "ridge": 1.0}
+    if args.min_score is not None:
+        settings["min_score"] = args.min_score
+    return settings
 
 
 def predictor_config(checkpoint_path: str, overrides):
