@@ -34,23 +34,24 @@ from model.predictor import Predictor  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     defaults = DetectorOptions()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", default="pretrained/aasce_cpu.pth", help="the interactive model whose errors to learn")
-    parser.add_argument("--data", default=None, help="preprocessed data folder (default: the checkpoint config's)")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="pretrained/aasce_cpu.pth", help="the interactive model whose errors to learn (default: %(default)s)")
+    parser.add_argument("--data", default=None, help="preprocessed data folder (default: the checkpoint config's data folder)")
     parser.add_argument("--out", required=True, help="run folder (bank.npz, last.pth, best.pth, metrics.jsonl, log.txt)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--views", type=int, default=defaults.views, help="versions of each training image in the bank")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    parser.add_argument("--views", type=int, default=defaults.views,
+                        help="versions of each training image in the bank (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     parser.add_argument("--num-flagged", type=int, default=4,
-                        help="points one automatic round flags (stored in best.pth)")
+                        help="points one automatic round flags (stored in best.pth; default: %(default)s)")
     parser.add_argument("--min-score", type=float, default=None,
-                        help="flag only points scored at least this (the score is log(1 + error / 2 grid px)); default: none")
+                        help="flag only points scored at least this (the score is log(1 + error / 2 grid px); default: no minimum)")
     parser.add_argument("--corrector", choices=CORRECTORS, default="shape",
-                        help="shape: the shape model fitted to the other points; heatmap: the heatmap's maximum near that")
-    parser.add_argument("--radius", type=float, default=8.0, help="the heatmap corrector's search radius (grid px)")
+                        help="shape: the shape model fitted to the other points; heatmap: the heatmap's maximum near that (default: %(default)s)")
+    parser.add_argument("--radius", type=float, default=8.0, help="the heatmap corrector's search radius in grid px (default: %(default)s)")
     parser.add_argument("--update-settings", action="store_true",
                         help="only rewrite the flagging settings of --out/best.pth (no training)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
