@@ -144,6 +144,7 @@ def run_evaluation(config, checkpoint, out_dir: Path, job: EvaluationJob) -> dic
         results["auto_revision"] = {"rounds": int(job.auto_revision), "detector": str(job.detector),
                                     "between_clicks": bool(job.auto_between_clicks),
                                     "num_flagged": reviser.num_flagged,
+                                    "corrector": type(reviser.corrector).__name__,
                                     "min_score": reviser.min_score if np.isfinite(reviser.min_score) else None}
     table = format_table(results, table_clicks)
     cobb = None
