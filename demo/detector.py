@@ -1,7 +1,7 @@
 """The error detector in the annotation tool: per-point error scores and one automatic revision round.
 
     checker = PointChecker.from_checkpoint("pretrained/error_detector.pth", predictor)
-    scores = checker.scores(image_t, points_rc)                 # (K,) higher = more likely wrong
+    scores = checker.scores(image_t, points_rc, probs)          # (K,) higher = more likely wrong
     fix = checker.auto_fix(image_t, probs, fixed_rc)           # one AutoReviser round
 
 It wraps ``model.auto_revision.AutoReviser`` (detector + shape-model corrector + the interactive model)
@@ -53,7 +53,7 @@ class PointChecker:
         spread = np.stack([np.linspace(0.1, 0.9, predictor.num_keypoints) * rows,
                            np.full(predictor.num_keypoints, 0.5 * cols)], axis=1)
         try:
-            scores = checker.scores(blank, spread)
+            scores = checker.scores(blank, spread, torch.zeros(predictor.num_keypoints, rows, cols))
         except (RuntimeError, ValueError) as exc:
             raise BadInput(f"error detector '{path}' does not fit the model ({predictor.num_keypoints} points on a "
                            f"{rows} x {cols} grid): {str(exc).splitlines()[0][:200]}") from None
@@ -62,11 +62,12 @@ class PointChecker:
                            f"finite ones, on a blank test image")
         return checker
 
-    def scores(self, image_t: torch.Tensor, points_rc: np.ndarray) -> np.ndarray:
-        """(K,) float64 scores of ``points_rc`` (K, 2) grid (row, col) on the image ``image_t`` (1, 3, rows, cols)."""
+    def scores(self, image_t: torch.Tensor, points_rc: np.ndarray, probs: torch.Tensor) -> np.ndarray:
+        """(K,) float64 scores of ``points_rc`` (K, 2) grid (row, col) on the image ``image_t`` (1, 3, rows, cols),
+        given the model's heatmaps ``probs`` (K, rows, cols) of the prediction they come from."""
         points = torch.as_tensor(np.asarray(points_rc, dtype=np.float32))[None]
         with self.predictor._lock, torch.inference_mode():
-            return self.reviser.scores(image_t, points)[0].double().numpy()
+            return self.reviser.scores(image_t, points, probs.float()[None])[0].double().numpy()
 
     def auto_fix(self, image_t: torch.Tensor, probs: torch.Tensor, fixed_rc: dict[int, tuple[float, float]]) -> AutoFix:
         """One round of ``AutoReviser.round`` on the prediction ``probs`` (K, rows, cols), the fixed

@@ -302,7 +302,8 @@ class AnnotationSession:
         if state.error_scores is None:
             start = time.perf_counter()
             points_rc = original_xy_to_grid_rc(state.points_xy, self.predictor.size_rc, (self.height, self.width))
-            state.error_scores = self.checker.scores(self._image_t, points_rc)
+            probs = state.probs if state.probs is not None else self._run(state.fixed_xy, None, "refine").probs
+            state.error_scores = self.checker.scores(self._image_t, points_rc, probs)
             state.score_seconds = time.perf_counter() - start
         return state.error_scores
 

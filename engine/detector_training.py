@@ -3,7 +3,8 @@
 Two stages in one run folder, each resumable:
 1. the bank (bank.npz): the training images in ``views`` versions (the first as is, the others with the
    training augmentation), their truth, and the interactive model's own predictions of each after 0 and
-   ``clicks`` simulated clicks (the user clicking the worst point, as in the protocol), on the grid;
+   ``clicks`` simulated clicks (the user clicking the worst point, as in the protocol), on the grid, with
+   its heatmaps max-pooled 4 x 4;
    the validation images' 0-click predictions for choosing the checkpoint;
 2. the detector: each sample is a bank image with a set of points (the truth or one of the model's
    predictions) to which simulated errors (misc/error_simulation.py) are added with probability
@@ -33,7 +34,7 @@ from misc.frames import grid_to_original
 from misc.ranking import score_quality
 from misc.shape_model import fit_shape_model
 from model.auto_revision import shape_model_to_entries
-from model.error_detector import ErrorDetector, load_detector_checkpoint, save_detector_checkpoint
+from model.error_detector import ErrorDetector, load_detector_checkpoint, pool_heatmaps, save_detector_checkpoint
 
 BANK_FILE, LAST_FILE, BEST_FILE = "bank.npz", "last.pth", "best.pth"
 
@@ -49,20 +50,23 @@ class DetectorOptions:
     max_errors: int = 3
     seed: int = 0
     width: int = 32
+    heatmap_patch: int = 7  # 0: the detector sees the image and the points only
     shape_components: int = 8
 
 
-def _predictions(predictor, image, true_rc, clicks: tuple) -> list[np.ndarray]:
-    """The model's points after each click count in ``clicks`` (the worst point clicked each time)."""
+def _predictions(predictor, image, true_rc, clicks: tuple) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The model's points after each click count in ``clicks`` (the worst point clicked each time), and
+    its heatmaps max-pooled 4 x 4 (float16)."""
     clicker = Clicker(true_rc)
-    out, probs = [], None
+    points_out, pooled_out, probs = [], [], None
     for n in range(max(clicks) + 1):
         probs = predictor.probs(image, true_rc, clicker.clicked, probs)
         points = clicker.revise(predictor.points(probs))
         if n in clicks:
-            out.append(points.numpy())
+            points_out.append(points.numpy())
+            pooled_out.append(pool_heatmaps(probs).half().numpy())
         clicker.click_worst(points)
-    return out
+    return points_out, pooled_out
 
 
 @torch.inference_mode()
@@ -70,7 +74,7 @@ def build_bank(predictor, config, options: DetectorOptions, progress: bool = Tru
     """The arrays of stage 1 (see the module docstring)."""
     train_aug = KeypointDataset(config, "train", train=True)
     train_plain = KeypointDataset(config, "train", train=False)
-    images, truth, predicted = [], [], []
+    images, truth, predicted, pooled = [], [], [], []
     for view in range(options.views):
         train_aug.set_epoch(1000 + view)
         source = train_plain if view == 0 else train_aug
@@ -78,7 +82,9 @@ def build_bank(predictor, config, options: DetectorOptions, progress: bool = Tru
         for batch in tqdm(loader, desc=f"bank: training images, view {view + 1}/{options.views}", disable=not progress):
             images.append(batch["image"].half().numpy())
             truth.append(batch["coords_rc"].numpy())
-            predicted.append(np.stack(_predictions(predictor, batch["image"], batch["coords_rc"], options.clicks), 1))
+            points, maps = _predictions(predictor, batch["image"], batch["coords_rc"], options.clicks)
+            predicted.append(np.stack(points, 1))
+            pooled.append(np.stack(maps, 1))
     val = KeypointDataset(config, "val", train=False)
     val_parts: dict = {}
     for batch in tqdm(torch.utils.data.DataLoader(val, batch_size=8, collate_fn=collate), desc="bank: validation",
@@ -87,24 +93,28 @@ def build_bank(predictor, config, options: DetectorOptions, progress: bool = Tru
         val_parts.setdefault("val_true_rc", []).append(batch["coords_rc"].numpy())
         val_parts.setdefault("val_raw_size_rc", []).append(batch["raw_size_rc"].numpy())
         val_parts.setdefault("val_spacing_rc", []).append(batch["spacing_rc"].numpy())
-        val_parts.setdefault("val_predicted_rc", []).append(_predictions(predictor, batch["image"], batch["coords_rc"], (0,))[0])
+        points, maps = _predictions(predictor, batch["image"], batch["coords_rc"], (0,))
+        val_parts.setdefault("val_predicted_rc", []).append(points[0])
+        val_parts.setdefault("val_pooled", []).append(maps[0])
     bank = {"images": np.concatenate(images), "true_rc": np.concatenate(truth),
-            "predicted_rc": np.concatenate(predicted), "size_rc": np.array(predictor.size_rc)}
+            "predicted_rc": np.concatenate(predicted), "pooled": np.concatenate(pooled),
+            "size_rc": np.array(predictor.size_rc)}
     bank.update({key: np.concatenate(value) for key, value in val_parts.items()})
     return bank
 
 
-def _training_sample(bank: dict, index: int, rng: np.random.Generator, options: DetectorOptions) -> np.ndarray:
-    """Points for bank image ``index``: the truth or a model prediction, maybe with simulated errors."""
+def _training_sample(bank: dict, index: int, rng: np.random.Generator, options: DetectorOptions):
+    """(points, state) for bank image ``index``: a model prediction (state: which click count) or the truth
+    (state 0: scored beside the 0-click heatmaps), maybe with simulated errors."""
     true = bank["true_rc"][index].astype(np.float64)
     use_model = rng.random() < 0.5
-    points = bank["predicted_rc"][index, rng.integers(bank["predicted_rc"].shape[1])].astype(np.float64) \
-        if use_model else true + rng.normal(0, 0.7, true.shape)
+    state = int(rng.integers(bank["predicted_rc"].shape[1])) if use_model else 0
+    points = bank["predicted_rc"][index, state].astype(np.float64) if use_model else true + rng.normal(0, 0.7, true.shape)
     if rng.random() < (options.error_p / 2 if use_model else options.error_p):
         corners = true.reshape(-1, 4, 2)
         height = float(np.median(np.abs(corners[:, 2:, 0].mean(1) - corners[:, :2, 0].mean(1))))
         points = simulate_errors(points, rng, scale=max(height, 1.0), max_errors=options.max_errors)
-    return points
+    return points, state
 
 
 def targets(points_rc: torch.Tensor, true_rc: torch.Tensor) -> torch.Tensor:
@@ -120,7 +130,8 @@ def validation_quality(detector, bank: dict, batch_size: int = 32) -> dict:
         for start in range(0, len(bank["val_images"]), batch_size):
             image = torch.from_numpy(bank["val_images"][start:start + batch_size]).float()
             points = torch.from_numpy(bank["val_predicted_rc"][start:start + batch_size]).float()
-            scores.append(detector(image, points))
+            pooled = torch.from_numpy(bank["val_pooled"][start:start + batch_size]).float() if detector.uses_heatmaps else None
+            scores.append(detector(image, points, pooled))
     size_rc = tuple(int(v) for v in bank["size_rc"])
     to_original = lambda key: grid_to_original(torch.from_numpy(bank[key]).double(), size_rc,  # noqa: E731
                                                torch.from_numpy(bank["val_raw_size_rc"]).double(),
@@ -156,7 +167,7 @@ def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, s
     shape_model = fit_shape_model(train_shapes, min(options.shape_components, len(train_shapes) - 1))
     size_rc = tuple(int(v) for v in bank["size_rc"])
     torch.manual_seed(options.seed)
-    detector = ErrorDetector(size_rc, train_shapes.shape[1], width=options.width)
+    detector = ErrorDetector(size_rc, train_shapes.shape[1], width=options.width, heatmap_patch=options.heatmap_patch)
     optimizer = torch.optim.Adam(detector.parameters(), lr=options.lr)
     steps_per_epoch = len(bank["images"]) // options.batch_size
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, options.epochs * steps_per_epoch)
@@ -178,10 +189,14 @@ def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, s
         for step in tqdm(range(steps_per_epoch), desc=f"detector epoch {epoch}/{options.epochs}", disable=not progress,
                          leave=False):
             index = order[step * options.batch_size:(step + 1) * options.batch_size]
-            points = torch.from_numpy(np.stack([_training_sample(bank, i, rng, options) for i in index])).float()
+            samples = [_training_sample(bank, i, rng, options) for i in index]
+            points = torch.from_numpy(np.stack([p for p, _ in samples])).float()
+            pooled = None
+            if detector.uses_heatmaps:
+                pooled = torch.from_numpy(np.stack([bank["pooled"][i, state] for i, (_, state) in zip(index, samples)])).float()
             image = torch.from_numpy(bank["images"][index]).float()
             true = torch.from_numpy(bank["true_rc"][index]).float()
-            loss = F.smooth_l1_loss(detector(image, points), targets(points, true))
+            loss = F.smooth_l1_loss(detector(image, points, pooled), targets(points, true))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -47,7 +47,7 @@ class ShapeResidualScorer:
     def __init__(self, shape_model: ShapeModel):
         self.shape_model = shape_model
 
-    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, points_rc: torch.Tensor, probs=None) -> torch.Tensor:
         scores = [self.shape_model.residual_scores(p) for p in points_rc.detach().cpu().double().numpy()]
         return torch.as_tensor(np.stack(scores), dtype=torch.float32, device=points_rc.device)
 
@@ -102,7 +102,7 @@ class HeatmapShapeCorrector:
         return proposal
 
 
-Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image, points_rc) -> (B, K) scores
+Scorer = Callable[..., torch.Tensor]  # (image, points_rc, probs) -> (B, K) scores
 Corrector = Callable[..., torch.Tensor]  # (image, points_rc, flagged, probs) -> proposed points_rc
 
 
@@ -135,9 +135,10 @@ class AutoReviser:
                          torch.zeros(batch, num_keypoints, dtype=torch.bool, device=device),
                          torch.full((batch, num_keypoints), float("nan"), device=device))
 
-    def scores(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
-        """(B, K) the detector's scores of ``points_rc`` (higher = more likely wrong)."""
-        return self.scorer(image, points_rc)
+    def scores(self, image: torch.Tensor, points_rc: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K) the detector's scores of ``points_rc`` (higher = more likely wrong); ``probs``: the
+        interactive model's heatmaps of the prediction they come from (a detector may read them)."""
+        return self.scorer(image, points_rc, probs)
 
     def predict(self, image, click_rc, clicked, state: HintState, last_probs=None) -> torch.Tensor:
         """The interactive prediction with the user's clicks and the hints still standing."""
@@ -148,7 +149,7 @@ class AutoReviser:
     def round(self, image, probs, click_rc, clicked, state: HintState) -> tuple[torch.Tensor, HintState]:
         """One automatic round on the prediction ``probs``: (the re-prediction, the new hint state)."""
         points = torch.where(clicked[..., None], click_rc, self.predictor.points(probs))
-        scores = self.scores(image, points)
+        scores = self.scores(image, points, probs)
         candidates = scores.masked_fill(clicked | state.hinted, float("-inf"))
         top = candidates.topk(min(self.num_flagged, candidates.shape[1]), dim=1)
         flagged = torch.zeros_like(clicked)

@@ -10,7 +10,11 @@ sequence so that a level shift or a run of shifted vertebrae can be seen from th
 - per vertebra, the features sampled at its 4 corners, the corners' offsets from its centre and the
   steps to the neighbouring vertebrae (both in units of the image's median vertebra height), and its
   level's embedding, make one token; three residual 1-D convolutions (dilations 1, 2, 4) over the 17
-  tokens; a linear head gives the 4 corners' scores.
+  tokens; a linear head gives the 4 corners' scores;
+- with ``heatmap_patch`` P > 0 each token also holds what the interactive model itself says around its
+  4 corners: a P x P patch (stride 4 grid px) of each corner's own heatmap, max-pooled 4 x 4, centred on
+  the corner (the peak under a predicted point, a second mode a level away, nothing under a misplaced
+  point).
 
 Scores are trained to be log(1 + error / 2 px on the grid) (engine/detector_training.py), so higher is
 more likely wrong and the scale means something; only their order is used to flag points.
@@ -31,7 +35,7 @@ from util import atomic_write_bytes
 POINTS_PER_VERTEBRA = 4
 FORMAT = "error-detector-1"
 
-__all__ = ["ErrorDetector", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint",
+__all__ = ["ErrorDetector", "pool_heatmaps", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint",
            "update_settings"]
 
 
@@ -80,15 +84,16 @@ def vertebra_geometry(points_rc: torch.Tensor) -> torch.Tensor:
 
 class ErrorDetector(nn.Module):
     def __init__(self, size_rc: tuple[int, int], num_keypoints: int = 68, width: int = 32, token: int = 96,
-                 point_std: float = 1.5):
+                 point_std: float = 1.5, heatmap_patch: int = 0):
         super().__init__()
         if num_keypoints % POINTS_PER_VERTEBRA:
             raise ValueError(f"num_keypoints must be a multiple of {POINTS_PER_VERTEBRA}, got {num_keypoints}")
         self.size_rc = tuple(int(v) for v in size_rc)
         self.num_keypoints, self.point_std = int(num_keypoints), float(point_std)
         self.num_vertebrae = self.num_keypoints // POINTS_PER_VERTEBRA
+        self.heatmap_patch = int(heatmap_patch)
         self.settings = {"size_rc": list(self.size_rc), "num_keypoints": self.num_keypoints, "width": width,
-                         "token": token, "point_std": self.point_std}
+                         "token": token, "point_std": self.point_std, "heatmap_patch": self.heatmap_patch}
         w = width
         self.stem = nn.Sequential(_conv(1 + POINTS_PER_VERTEBRA + 1, w, 2), _conv(w, 2 * w, 2), _Residual(2 * w))
         self.down8 = nn.Sequential(_conv(2 * w, 3 * w, 2), _Residual(3 * w))
@@ -98,7 +103,8 @@ class ErrorDetector(nn.Module):
         self.fuse = _conv(2 * w, 2 * w)
         feature = 2 * w
         self.level = nn.Embedding(self.num_vertebrae, 16)
-        self.token = nn.Linear(POINTS_PER_VERTEBRA * feature + 14 + 16, token)
+        patch = POINTS_PER_VERTEBRA * self.heatmap_patch ** 2
+        self.token = nn.Linear(POINTS_PER_VERTEBRA * feature + 14 + 16 + patch, token)
         self.sequence = nn.Sequential(*[_SequenceBlock(token, d) for d in (1, 2, 4)])
         self.head = nn.Linear(token, POINTS_PER_VERTEBRA)
 
@@ -112,8 +118,28 @@ class ErrorDetector(nn.Module):
         level_map = (by_vertebra.amax(2) * levels[None, :, None, None]).amax(1, keepdim=True)
         return torch.cat([corner_maps, level_map], 1)
 
-    def forward(self, image: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
-        """(B, C, rows, cols) network-normalised image, (B, K, 2) grid points -> (B, K) scores."""
+    @property
+    def uses_heatmaps(self) -> bool:
+        return self.heatmap_patch > 0
+
+    def heatmap_patches(self, pooled: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
+        """(B, K, rows/4, cols/4) pooled heatmaps (pool_heatmaps), (B, K, 2) -> (B, K, P * P): each point's
+        own heatmap on a P x P grid of stride 4 grid px centred on it (zeros outside the image)."""
+        b, k = points_rc.shape[:2]
+        rows, cols = self.size_rc
+        half = (self.heatmap_patch - 1) / 2
+        steps = (torch.arange(self.heatmap_patch, device=points_rc.device, dtype=points_rc.dtype) - half) * 4.0
+        r = points_rc[..., 0, None, None] + steps[:, None]  # (B, K, P, 1)
+        c = points_rc[..., 1, None, None] + steps[None, :]  # (B, K, 1, P)
+        r, c = torch.broadcast_tensors(r, c)
+        xy = torch.stack([(c + 0.5) / cols * 2 - 1, (r + 0.5) / rows * 2 - 1], -1)  # (B, K, P, P, 2)
+        sampled = F.grid_sample(pooled.reshape(b * k, 1, *pooled.shape[-2:]).float(), xy.reshape(b * k, *xy.shape[2:]),
+                                mode="bilinear", padding_mode="zeros", align_corners=False)
+        return sampled.reshape(b, k, -1)
+
+    def forward(self, image: torch.Tensor, points_rc: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, rows, cols) network-normalised image, (B, K, 2) grid points [, (B, K, rows/4, cols/4) the
+        interactive model's heatmaps max-pooled (pool_heatmaps), needed when heatmap_patch > 0] -> (B, K)."""
         grey = image.mean(1, keepdim=True)
         x = torch.cat([grey, self.point_maps(points_rc)], 1)
         f4 = self.stem(x)
@@ -129,18 +155,30 @@ class ErrorDetector(nn.Module):
         b = points_rc.shape[0]
         per_vertebra = sampled.transpose(1, 2).reshape(b, self.num_vertebrae, -1)
         levels = self.level.weight[None].expand(b, -1, -1)
-        tokens = self.token(torch.cat([per_vertebra, vertebra_geometry(points_rc), levels], -1))
+        parts = [per_vertebra, vertebra_geometry(points_rc), levels]
+        if self.uses_heatmaps:
+            if pooled is None:
+                raise ValueError("this detector reads the interactive model's heatmaps: pass them (pool_heatmaps)")
+            parts.append(self.heatmap_patches(pooled, points_rc).reshape(b, self.num_vertebrae, -1))
+        tokens = self.token(torch.cat(parts, -1))
         tokens = self.sequence(tokens.transpose(1, 2)).transpose(1, 2)
         return self.head(tokens).reshape(b, self.num_keypoints)
 
     def scorer(self):
-        """``scorer(image, points_rc) -> (B, K)`` in eval mode without gradients (model.auto_revision)."""
+        """``scorer(image, points_rc, probs) -> (B, K)`` in eval mode without gradients (model.auto_revision);
+        ``probs``: the interactive model's sigmoid heatmaps (B, K, rows, cols) of the prediction scored."""
         self.eval()
 
-        def score(image, points_rc):
+        def score(image, points_rc, probs=None):
             with torch.no_grad():
-                return self(image, points_rc)
+                pooled = pool_heatmaps(probs) if (self.uses_heatmaps and probs is not None) else None
+                return self(image, points_rc, pooled)
         return score
+
+
+def pool_heatmaps(probs: torch.Tensor) -> torch.Tensor:
+    """(B, K, rows, cols) -> (B, K, rows/4, cols/4): the maximum of each 4 x 4 block (keeps every peak)."""
+    return F.max_pool2d(probs.float(), 4)
 
 
 def save_detector_checkpoint(path: Path, detector: ErrorDetector, shape_entries: dict, settings: dict,

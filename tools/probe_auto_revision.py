@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         confidence = torch.cat([1 - p.flatten(2).amax(-1) for p in first]).numpy()
         report["scores"]["1 - confidence"] = score_quality(confidence, base_errors)
         for name, scorer in scorers.items():
-            scores = torch.cat([scorer(b["image"], predictor.points(p)) for p, b in zip(first, batches)]).numpy()
+            scores = torch.cat([scorer(b["image"], predictor.points(p), p) for p, b in zip(first, batches)]).numpy()
             report["scores"][name] = score_quality(scores, base_errors)
         report["mre_0_clicks"] = float(base_errors.mean())
         print(json.dumps(report["scores"], indent=1))

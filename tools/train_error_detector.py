@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    parser.add_argument("--heatmap-patch", type=int, default=defaults.heatmap_patch,
+                        help="patch of the interactive model's heatmaps the detector reads per point, 0: none "
+                             "(default: %(default)s)")
     parser.add_argument("--num-flagged", type=int, default=4,
                         help="points one automatic round flags (stored in best.pth; default: %(default)s)")
     parser.add_argument("--min-score", type=float, default=None,
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, overrides=overrides)
     config = predictor_config(args.checkpoint, overrides)
     options = DetectorOptions(views=args.views, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed)
+                              seed=args.seed, heatmap_patch=args.heatmap_patch)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
 
