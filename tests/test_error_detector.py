@@ -39,13 +39,18 @@ def test_point_maps_show_each_corner_type_and_the_level_of_each_vertebra():
     assert maps[4, r, c] == pytest.approx(6 / 17, abs=1e-4)
 
 
-def test_a_saved_detector_reads_back_with_the_same_scores_and_its_settings(tmp_path):
+def small_detector_file(path, settings, heatmap_patch=0):
+    """(path, detector, shapes): a small random detector saved with a 3-component shape model of 12 spines."""
     torch.manual_seed(0)
-    detector = ErrorDetector((64, 32), width=8, token=16).eval()
+    detector = ErrorDetector((64, 32), width=8, token=16, heatmap_patch=heatmap_patch).eval()
     shapes = np.stack([spine_rc().numpy() * 0.3 + np.random.default_rng(s).normal(0, 0.3, (68, 2)) for s in range(12)])
-    path = tmp_path / "detector.pth"
     path.write_bytes(save_detector_checkpoint(path, detector, shape_model_to_entries(fit_shape_model(shapes, 3)),
-                                              {"num_flagged": 3, "corrector": "heatmap"}))
+                                              settings))
+    return path, detector, shapes
+
+
+def test_a_saved_detector_reads_back_with_the_same_scores_and_its_settings(tmp_path):
+    path, detector, shapes = small_detector_file(tmp_path / "detector.pth", {"num_flagged": 3, "corrector": "heatmap"})
     loaded, shape_model, settings = load_detector_checkpoint(path)
     image, points = torch.randn(2, 3, 64, 32), torch.as_tensor(shapes[:2], dtype=torch.float32)
     with torch.no_grad():
@@ -97,12 +102,7 @@ def test_update_settings_changes_only_the_settings_and_the_reviser_follows_them(
     from model.auto_revision import AutoReviser, HeatmapShapeCorrector
     from model.error_detector import update_settings
 
-    torch.manual_seed(0)
-    detector = ErrorDetector((64, 32), width=8, token=16).eval()
-    shapes = np.stack([spine_rc().numpy() * 0.3 + np.random.default_rng(s).normal(0, 0.3, (68, 2)) for s in range(12)])
-    path = tmp_path / "detector.pth"
-    path.write_bytes(save_detector_checkpoint(path, detector, shape_model_to_entries(fit_shape_model(shapes, 3)),
-                                              {"num_flagged": 4}))
+    path, detector, _ = small_detector_file(tmp_path / "detector.pth", {"num_flagged": 4})
     update_settings(path, {"num_flagged": 2, "min_score": 1.5, "corrector": "heatmap", "radius": 5.0})
     loaded, _, settings = load_detector_checkpoint(path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), detector.state_dict().values()))
@@ -113,3 +113,16 @@ def test_update_settings_changes_only_the_settings_and_the_reviser_follows_them(
     assert isinstance(reviser.corrector, HeatmapShapeCorrector) and reviser.corrector.radius == 5.0
     with pytest.raises(BadInput, match="nothing.pth' not found"):
         update_settings(tmp_path / "nothing.pth", {})
+
+
+def test_a_detector_reading_heatmaps_sees_a_corners_own_heatmap_around_it_and_refuses_to_run_without_them(tmp_path):
+    _, detector, shapes = small_detector_file(tmp_path / "detector.pth", {}, heatmap_patch=3)
+    points = torch.as_tensor(shapes[:1], dtype=torch.float32)
+    pooled = torch.zeros(1, 68, 16, 8)
+    r, c = (points[0, 10] / 4).long()  # point 10's pooled cell
+    pooled[0, 10, r, c] = 1.0
+    patches = detector.heatmap_patches(pooled, points)  # (1, 68, 9), stride 4 = one pooled cell
+    assert patches[0, 10, 4] > 0.2  # the centre of its own patch sees its own peak
+    assert patches[0, 11].abs().max() == 0  # another point's patch reads its own (empty) heatmap
+    with pytest.raises(ValueError, match="heatmaps"):
+        detector(torch.zeros(1, 3, 64, 32), points)
