@@ -2,14 +2,14 @@
 
 Two stages in one run folder, each resumable:
 1. the bank (bank.npz): the training images in ``views`` versions (the first as is, the others with the
-   training augmentation), their truth, and the interactive model's own predictions of each after 0 and
-   ``clicks`` simulated clicks (the user clicking the worst point, as in the protocol), on the grid, with
-   its heatmaps max-pooled 4 x 4;
-   the validation images' 0-click predictions for choosing the checkpoint;
-2. the detector: each sample is a bank image with a set of points (the truth or one of the model's
-   predictions) to which simulated errors (misc/error_simulation.py) are added with probability
-   ``error_p`` (truth) or ``error_p / 2`` (model prediction); the target of each point is
-   log(1 + its error / 2 px on the grid). After each epoch the detector scores the validation
+   training augmentation), their truth, and the interactive model's own predictions of each after every
+   click count in ``clicks`` (0 and 2: the user clicking the worst point, as in the protocol), on the
+   grid, with its heatmaps max-pooled 4 x 4; the validation images' 0-click predictions, for choosing
+   the checkpoint;
+2. the detector: each sample is a bank image with a set of points (the truth or, with probability
+   ``model_p``, one of the model's predictions) to which simulated errors (misc/error_simulation.py)
+   are added with probability ``error_p`` (truth) or ``error_p / 2`` (model prediction); the target is
+   log(1 + the point's error / 2 px on the grid). After each epoch the detector scores the validation
    predictions; best.pth is the epoch whose top-scored point is most often among its image's 5 worst
    (errors in original pixels), ties broken by the mean per-image Spearman correlation.
 """
@@ -47,6 +47,7 @@ class DetectorOptions:
     batch_size: int = 16
     lr: float = 1e-3
     error_p: float = 0.7
+    model_p: float = 0.5  # share of samples built on the model's own prediction (the others on the truth)
     max_errors: int = 3
     seed: int = 0
     width: int = 32
@@ -107,7 +108,7 @@ def _training_sample(bank: dict, index: int, rng: np.random.Generator, options: 
     """(points, state) for bank image ``index``: a model prediction (state: which click count) or the truth
     (state 0: scored beside the 0-click heatmaps), maybe with simulated errors."""
     true = bank["true_rc"][index].astype(np.float64)
-    use_model = rng.random() < 0.5
+    use_model = rng.random() < options.model_p
     state = int(rng.integers(bank["predicted_rc"].shape[1])) if use_model else 0
     points = bank["predicted_rc"][index, state].astype(np.float64) if use_model else true + rng.normal(0, 0.7, true.shape)
     if rng.random() < (options.error_p / 2 if use_model else options.error_p):

@@ -15,6 +15,7 @@ The interactive model's predictions of the training images (the bank, stage 1) a
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import util  # noqa: E402
-from engine.detector_training import DetectorOptions, train_detector  # noqa: E402
+from engine.detector_training import BANK_FILE, DetectorOptions, train_detector  # noqa: E402
 from misc.errors import BadInput, report_bad_input  # noqa: E402
 from model.auto_revision import CORRECTORS  # noqa: E402
 from model.error_detector import update_settings  # noqa: E402
@@ -39,12 +40,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default=None, help="preprocessed data folder (default: the checkpoint config's data folder)")
     parser.add_argument("--out", required=True, help="run folder (bank.npz, last.pth, best.pth, metrics.jsonl, log.txt)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--bank", default=None,
+                        help="start from the bank.npz of another run (same --checkpoint, data and --views) instead "
+                             "of predicting the training images again")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
     parser.add_argument("--views", type=int, default=defaults.views,
                         help="versions of each training image in the bank (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    parser.add_argument("--model-p", type=float, default=defaults.model_p,
+                        help="share of training samples built on the model's own predictions, the others on the "
+                             "truth (default: %(default)s)")
+    parser.add_argument("--error-p", type=float, default=defaults.error_p,
+                        help="probability of simulated errors on a truth sample, half that on a prediction "
+                             "(default: %(default)s)")
     parser.add_argument("--heatmap-patch", type=int, default=defaults.heatmap_patch,
                         help="patch of the interactive model's heatmaps the detector reads per point, 0: none "
                              "(default: %(default)s)")
@@ -82,8 +92,13 @@ def main(argv=None) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, overrides=overrides)
     config = predictor_config(args.checkpoint, overrides)
     options = DetectorOptions(views=args.views, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, heatmap_patch=args.heatmap_patch)
+                              seed=args.seed, heatmap_patch=args.heatmap_patch, model_p=args.model_p,
+                              error_p=args.error_p)
     out.mkdir(parents=True, exist_ok=True)
+    if args.bank and not (out / BANK_FILE).exists():
+        if not Path(args.bank).is_file():
+            raise BadInput(f"--bank {args.bank}: no such file")
+        shutil.copyfile(args.bank, out / BANK_FILE)
     log_path = out / "log.txt"
 
     def log(line: str) -> None:
