@@ -85,6 +85,8 @@ def main(argv=None) -> int:
         return 0
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise BadInput(f"{out} is not empty: pass --resume to continue that run, or another --out")
+    if args.bank and not Path(args.bank).is_file():
+        raise BadInput(f"--bank {args.bank}: no such file")
     if args.epochs < 1 or args.views < 1 or args.batch_size < 1:
         raise BadInput("--epochs, --views and --batch-size must be at least 1")
     util.check_output_dir(out)
@@ -96,8 +98,6 @@ def main(argv=None) -> int:
                               error_p=args.error_p)
     out.mkdir(parents=True, exist_ok=True)
     if args.bank and not (out / BANK_FILE).exists():
-        if not Path(args.bank).is_file():
-            raise BadInput(f"--bank {args.bank}: no such file")
         shutil.copyfile(args.bank, out / BANK_FILE)
     log_path = out / "log.txt"
 
