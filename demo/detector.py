@@ -47,7 +47,9 @@ class PointChecker:
         """BadInput naming the file when it is missing, unreadable, or does not fit the model (another grid
         or point count: found by scoring a blank image once, which also warms the detector up)."""
         path = Path(path)
-        checker = cls(AutoReviser.from_checkpoint(path, predictor.core), predictor, str(path))
+        # Auto-fix is asked for by the user: it always acts on the top-scored points, whatever minimum
+        # score the protocol's setting (chosen for rounds nobody asked for) keeps
+        checker = cls(AutoReviser.from_checkpoint(path, predictor.core, min_score=float("-inf")), predictor, str(path))
         rows, cols = predictor.size_rc
         blank = torch.zeros(1, 3, rows, cols)
         spread = np.stack([np.linspace(0.1, 0.9, predictor.num_keypoints) * rows,
