@@ -82,3 +82,17 @@ def test_missing_inputs_are_errors_for_a_person(folders, tmp_path, capsys):
     assert "train.json" in capsys.readouterr().err
     assert tool.main([str(run), "--data", str(data), "--clicks", "1"]) == 2
     assert "holds 0..0 clicks" in capsys.readouterr().err
+
+
+def test_the_error_detectors_scores_get_their_row_at_0_clicks_only(folders, capsys):
+    """error_scores (test.py --auto-revision) ranking image 0 like its errors and images 1, 2 the reverse."""
+    run, data = folders
+    arrays = dict(np.load(run / "predictions.npz"))
+    arrays["error_scores"] = np.stack([OFFSETS_X, -OFFSETS_X, -OFFSETS_X])
+    for key in ("model_sargmax_original_rc", "model_confidence"):  # 0..1 clicks
+        arrays[key] = np.repeat(arrays[key], 2, axis=1)
+    np.savez(run / "predictions.npz", **arrays)
+    assert load_tool().main([str(run), "--data", str(data)]) == 0
+    assert "| error_detector | 33.3 % | -0.333 |" in capsys.readouterr().out
+    assert load_tool().main([str(run), "--data", str(data), "--clicks", "1"]) == 0
+    assert "| error_detector |" not in capsys.readouterr().out

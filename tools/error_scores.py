@@ -10,7 +10,9 @@ suspicious):
 - confidence: 1 - the peak probability of the point's heatmap (``model_confidence``, written by test.py
   since issue 39; folders made before have none and the row is left out with a note);
 - shape residual: the distance of the point to its reconstruction by a statistical shape model (PCA of
-  ``--components`` components, misc/shape_model.py) fitted on the training labels, in original pixels.
+  ``--components`` components, misc/shape_model.py) fitted on the training labels, in original pixels;
+- error detector: its scores of the 0-click prediction (``error_scores``, written by test.py
+  --auto-revision N), when the folder has them and ``--clicks`` is 0.
 Prints, per score, the share of images whose top-scored point is among the image's ``--worst`` worst
 points, the mean per-image Spearman correlation between score and error (misc/ranking.py) and the
 Spearman correlation over all points of all images pooled, beside what a random score gets (worst / 68
@@ -63,9 +65,11 @@ def load_predictions(folder: Path, clicks: int) -> dict:
     if not 0 <= clicks <= available:
         raise BadInput(f"--clicks {clicks}: {path} holds 0..{available} clicks")
     confidence = arrays["model_confidence"][:, clicks].astype(np.float64) if "model_confidence" in arrays else None
+    # the error detector's scores (test.py --auto-revision N) are of the 0-click prediction only
+    detector = arrays["error_scores"].astype(np.float64) if "error_scores" in arrays and clicks == 0 else None
     return {"pred_xy": pred[:, clicks, :, ::-1].astype(np.float64),
             "true_xy": arrays["true_original_rc"][..., ::-1].astype(np.float64),
-            "confidence": confidence, "names": [str(n) for n in arrays["names"]]}
+            "confidence": confidence, "detector": detector, "names": [str(n) for n in arrays["names"]]}
 
 
 def training_shapes(data: Path) -> np.ndarray:
@@ -88,6 +92,8 @@ def scores_and_errors(predictions: dict, train_xy: np.ndarray, components: int) 
     if predictions["confidence"] is not None:
         scores["confidence"] = 1.0 - predictions["confidence"]
     scores["shape_residual"] = np.stack([model.residual_scores(p) for p in predictions["pred_xy"]])
+    if predictions.get("detector") is not None:
+        scores["error_detector"] = predictions["detector"]
     return scores, errors
 
 

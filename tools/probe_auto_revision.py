@@ -76,9 +76,13 @@ def main(argv=None) -> int:
             first.append(probs)
         base_errors = torch.cat([errors(predictor.points(p), b) for p, b in zip(first, batches)]).numpy()
         confidence = torch.cat([1 - p.flatten(2).amax(-1) for p in first]).numpy()
-        report["scores"]["1 - confidence"] = score_quality(confidence, base_errors)
+        all_scores = {"1 - confidence": confidence}
         for name, scorer in scorers.items():
-            scores = torch.cat([scorer(b["image"], predictor.points(p), p) for p, b in zip(first, batches)]).numpy()
+            all_scores[name] = torch.cat([scorer(b["image"], predictor.points(p), p) for p, b in zip(first, batches)]).numpy()
+        ranks = {name: np.argsort(np.argsort(v, axis=1), axis=1) for name, v in all_scores.items()}
+        all_scores["detector + shape residual (mean rank)"] = ranks["detector"] + ranks["shape residual"]
+        all_scores["detector + confidence (mean rank)"] = ranks["detector"] + ranks["1 - confidence"]
+        for name, scores in all_scores.items():
             report["scores"][name] = score_quality(scores, base_errors)
         report["mre_0_clicks"] = float(base_errors.mean())
         print(json.dumps(report["scores"], indent=1))

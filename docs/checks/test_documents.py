@@ -777,6 +777,27 @@ def test_readme_results_table_is_the_committed_evaluation_beside_the_papers():
     assert f"({params / 1e6:.1f} M parameters instead of 32.9 M)" in section
 
 
+def test_readme_automatic_revision_numbers_are_the_committed_evaluation_and_score_record():
+    """The 'model + automatic revision' row and its bullet quote test_results.json (bash test.sh with the
+    committed detector); the detector-against-confidence numbers quote experiments/error_detector/
+    test_error_scores.json (tools/error_scores.py on that evaluation)."""
+    results = _committed_evaluation()
+    rows = _readme_rows("## Results", "### Ablation")
+    assert rows["model + automatic revision (this model)"] == _row(results["auto"]["sargmax_mm_MRE"])
+    assert results["auto_revision"]["detector"] == "pretrained/error_detector.pth"
+    section = _readme_section("## Results", "### Ablation")
+    noc = " / ".join(f"{results['noc'][t]['auto']['mean_clicks']:.2f}" for t in ("40", "30", "20"))
+    assert f"NoC {noc};" in section
+    assert f"Cobb SMAPE {results['auto']['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
+    auto, model = results["auto"]["sargmax_mm_MRE"], results["model"]["sargmax_mm_MRE"]
+    assert all(a > m for a, m in zip(auto[:4], model[:4])) and all(a < m for a, m in zip(auto[4:6], model[4:6]))
+    scores = json.loads((ROOT / "experiments" / "error_detector" / "test_error_scores.json").read_text())["scores"]
+    detector, confidence = scores["error_detector"], scores["confidence"]
+    assert (f"per-image Spearman {detector['mean_spearman']:.2f} against {confidence['mean_spearman']:.2f}; top "
+            f"point among the 5 worst: {100 * detector['top_among_worst']:.0f} % against "
+            f"{100 * confidence['top_among_worst']:.0f} %") in section
+
+
 def test_readme_two_hour_recipe_numbers_are_its_record():
     run = TWO_HOUR / "aasce_cpu_2h"
     seconds = _logged_seconds(_epochs(run / "metrics.jsonl"))
