@@ -33,7 +33,7 @@ from misc.error_simulation import simulate_errors
 from misc.frames import grid_to_original
 from misc.ranking import score_quality
 from misc.shape_model import fit_shape_model
-from model.auto_revision import shape_model_to_entries
+from model.error_detector import shape_model_to_entries
 from model.error_detector import ErrorDetector, load_detector_checkpoint, pool_heatmaps, save_detector_checkpoint
 
 BANK_FILE, LAST_FILE, BEST_FILE = "bank.npz", "last.pth", "best.pth"

@@ -26,8 +26,7 @@ import torch
 from misc.errors import BadInput
 from misc.shape_model import ShapeModel, complete_shape
 
-__all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer", "shape_model_to_entries",
-           "shape_model_from_entries"]
+__all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer"]
 
 
 @dataclass(frozen=True)
@@ -175,21 +174,6 @@ def build_corrector(shape_model: ShapeModel, settings: dict):
     if kind == "heatmap":
         return HeatmapShapeCorrector(shape_model, radius=settings.get("radius", 8.0), ridge=settings.get("ridge", 1.0))
     raise BadInput(f"unknown corrector '{kind}' in the detector's settings (use one of {', '.join(CORRECTORS)})")
-
-
-def shape_model_to_entries(model: ShapeModel) -> dict:
-    """Tensors for a checkpoint."""
-    return {"mean_real": torch.as_tensor(model.mean.real), "mean_imag": torch.as_tensor(model.mean.imag),
-            "components": torch.as_tensor(model.components), "variances": torch.as_tensor(model.variances)}
-
-
-def shape_model_from_entries(entries: dict, source: str) -> ShapeModel:
-    try:
-        mean = entries["mean_real"].double().numpy() + 1j * entries["mean_imag"].double().numpy()
-        return ShapeModel(mean=mean, components=entries["components"].double().numpy(),
-                          variances=entries["variances"].double().numpy())
-    except (KeyError, AttributeError) as exc:
-        raise BadInput(f"{source}: the shape model entry is incomplete ({exc})") from None
 
 
 def with_settings(reviser: AutoReviser, **settings) -> AutoReviser:

@@ -30,13 +30,14 @@ import torch.nn.functional as F
 
 from misc.errors import BadInput
 from misc.heatmaps import gaussian_heatmaps
+from misc.shape_model import ShapeModel
 from util import atomic_write_bytes
 
 POINTS_PER_VERTEBRA = 4
 FORMAT = "error-detector-1"
 
 __all__ = ["ErrorDetector", "pool_heatmaps", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint",
-           "update_settings"]
+           "update_settings", "shape_model_to_entries", "shape_model_from_entries"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -193,8 +194,6 @@ def save_detector_checkpoint(path: Path, detector: ErrorDetector, shape_entries:
 
 def load_detector_checkpoint(path: Path):
     """(ErrorDetector in eval mode, ShapeModel, settings) or BadInput naming the file."""
-    from model.auto_revision import shape_model_from_entries
-
     if not path.is_file():
         raise BadInput(f"error detector '{path}' not found (train one with tools/train_error_detector.py)")
     try:
@@ -219,3 +218,18 @@ def update_settings(path: Path, settings: dict) -> None:
     buffer = io.BytesIO()
     torch.save(entries, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def shape_model_to_entries(model: ShapeModel) -> dict:
+    """Tensors for a checkpoint."""
+    return {"mean_real": torch.as_tensor(model.mean.real), "mean_imag": torch.as_tensor(model.mean.imag),
+            "components": torch.as_tensor(model.components), "variances": torch.as_tensor(model.variances)}
+
+
+def shape_model_from_entries(entries: dict, source: str) -> ShapeModel:
+    try:
+        mean = entries["mean_real"].double().numpy() + 1j * entries["mean_imag"].double().numpy()
+        return ShapeModel(mean=mean, components=entries["components"].double().numpy(),
+                          variances=entries["variances"].double().numpy())
+    except (KeyError, AttributeError) as exc:
+        raise BadInput(f"{source}: the shape model entry is incomplete ({exc})") from None

@@ -180,7 +180,7 @@ def detector_checkpoint(path, config, seed=0):
     (network grid), written by save_detector_checkpoint."""
     from dataset.keypoint_dataset import KeypointDataset
     from misc.shape_model import fit_shape_model
-    from model.auto_revision import shape_model_to_entries
+    from model.error_detector import shape_model_to_entries
     from model.error_detector import ErrorDetector, save_detector_checkpoint
 
     torch.manual_seed(seed)

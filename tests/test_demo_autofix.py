@@ -37,7 +37,7 @@ def detector_checkpoint(path, size_rc, seed: int = 0):
     corrector's shape model fitted on a few synthetic spines (grid (row, col) frame, as AutoReviser uses
     it), flagging 4 points a round."""
     from misc.shape_model import fit_shape_model
-    from model.auto_revision import shape_model_to_entries
+    from model.error_detector import shape_model_to_entries
     from model.error_detector import ErrorDetector, save_detector_checkpoint
 
     torch.manual_seed(seed)

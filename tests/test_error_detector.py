@@ -10,7 +10,7 @@ import torch
 
 from misc.errors import BadInput
 from misc.shape_model import fit_shape_model
-from model.auto_revision import shape_model_to_entries
+from model.error_detector import shape_model_to_entries
 from model.error_detector import ErrorDetector, load_detector_checkpoint, save_detector_checkpoint, vertebra_geometry
 
 
