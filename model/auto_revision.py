@@ -109,11 +109,13 @@ class AutoReviser:
     """Detector + corrector + the interactive predictor (model.predictor.Predictor)."""
 
     def __init__(self, predictor, scorer: Scorer, corrector: Corrector, num_flagged: int = 4,
-                 min_score: float = float("-inf")):
+                 min_score: float = float("-inf"), hint_weight: float = 1.0):
         if int(num_flagged) < 1:
             raise ValueError(f"num_flagged must be at least 1, got {num_flagged}")
+        if not 0 < float(hint_weight) <= 1:
+            raise ValueError(f"hint_weight must be in (0, 1], got {hint_weight}")
         self.predictor, self.scorer, self.corrector = predictor, scorer, corrector
-        self.num_flagged, self.min_score = int(num_flagged), float(min_score)
+        self.num_flagged, self.min_score, self.hint_weight = int(num_flagged), float(min_score), float(hint_weight)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, predictor, **overrides) -> "AutoReviser":
@@ -126,7 +128,8 @@ class AutoReviser:
         device = next(parameters()).device if parameters is not None else torch.device("cpu")
         detector = detector.to(device)
         return cls(predictor, detector.scorer(), build_corrector(shape_model, settings),
-                   num_flagged=settings.get("num_flagged", 4), min_score=settings.get("min_score", float("-inf")))
+                   num_flagged=settings.get("num_flagged", 4), min_score=settings.get("min_score", float("-inf")),
+                   hint_weight=settings.get("hint_weight", 1.0))
 
     def start(self, batch: int, num_keypoints: int, device=None) -> HintState:
         """No hints."""
@@ -143,7 +146,10 @@ class AutoReviser:
         """The interactive prediction with the user's clicks and the hints still standing."""
         hinted = state.hinted & ~clicked
         rc = torch.where(clicked[..., None], click_rc, state.hint_rc)
-        return self.predictor.probs(image, rc, clicked | hinted, last_probs)
+        if self.hint_weight == 1.0:  # hints weigh as much as clicks: the network's trained input
+            return self.predictor.probs(image, rc, clicked | hinted, last_probs)
+        weights = clicked.float() + self.hint_weight * hinted.float()
+        return self.predictor.probs(image, rc, clicked | hinted, last_probs, click_weights=weights)
 
     def round(self, image, probs, click_rc, clicked, state: HintState) -> tuple[torch.Tensor, HintState]:
         """One automatic round on the prediction ``probs``: (the re-prediction, the new hint state)."""
@@ -178,7 +184,8 @@ def build_corrector(shape_model: ShapeModel, settings: dict):
 
 def with_settings(reviser: AutoReviser, **settings) -> AutoReviser:
     """A copy with other flagging settings (num_flagged, min_score)."""
-    copy = AutoReviser(reviser.predictor, reviser.scorer, reviser.corrector, reviser.num_flagged, reviser.min_score)
+    copy = AutoReviser(reviser.predictor, reviser.scorer, reviser.corrector, reviser.num_flagged, reviser.min_score,
+                       reviser.hint_weight)
     for key, value in settings.items():
         setattr(copy, key, value)
     return copy

@@ -89,13 +89,17 @@ class Predictor:
         return previous_input(probs, clicked, self.prev_rule, training)
 
     def probs(self, image: torch.Tensor, click_rc: torch.Tensor, clicked: torch.Tensor,
-              last_probs: torch.Tensor | None = None, training: bool = False) -> torch.Tensor:
+              last_probs: torch.Tensor | None = None, training: bool = False,
+              click_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Sigmoid heatmaps (B, K, rows, cols) for clicks at ``click_rc`` on the ``clicked`` channels,
         given the last prediction ``last_probs`` (all channels; the previous-heatmap rule is applied
         here). ``training``: the call is a training-time click round (the rule may differ; no flip
-        averaging there)."""
+        averaging there). ``click_weights`` (B, K): the peak of each click's map (default 1, as trained;
+        automatic revision may give its hints less)."""
         prev = self.previous(last_probs, clicked, training)
         maps = self.click_maps(click_rc, clicked)
+        if click_weights is not None:
+            maps = maps * click_weights[..., None, None].to(maps.dtype)
         probs = torch.sigmoid(self.net(image, maps, prev, with_aux=False)[0])
         if self.flip_average and not training:
             mirrored_prev = None if prev is None else mirror_maps(prev)

@@ -3,6 +3,7 @@ flagged, what the model is given, how hints persist; the heatmap corrector on ha
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from misc.heatmaps import gaussian_heatmaps
@@ -136,3 +137,24 @@ def test_the_heatmap_corrector_takes_the_second_mode_near_the_shape_proposal():
     assert torch.equal(corrected[0, ~flagged[0]], rc[0, ~flagged[0]])
     empty = HeatmapShapeCorrector(shape_model, radius=4.0)(image, rc, flagged, strong)
     assert torch.allclose(empty[0, 32], shape_only[0, 32])  # nothing there: the shape model's proposal
+
+
+def test_hints_weighed_less_than_clicks_reach_the_model_with_that_weight():
+    scores = np.zeros(K)
+    scores[30] = 1.0
+    _, _, model, reviser = setup(scores, num_flagged=1)
+    received = {}
+
+    def probs(image, click_rc, clicked, last_probs=None, click_weights=None):
+        received["weights"] = click_weights
+        return FakePredictor.probs(model, image, click_rc, clicked, last_probs)
+
+    model.probs = probs
+    reviser.hint_weight = 0.3
+    clicked = torch.zeros(1, K, dtype=torch.bool)
+    clicked[0, 5] = True
+    image = torch.zeros(1, 3, *SIZE)
+    start = model.probs(image, torch.zeros(1, K, 2), clicked)
+    reviser.round(image, start, torch.zeros(1, K, 2), clicked, reviser.start(1, K))
+    weights = received["weights"][0]
+    assert weights[5] == 1.0 and weights[30] == pytest.approx(0.3) and weights.sum() == pytest.approx(1.3)

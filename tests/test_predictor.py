@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from munch import Munch
 
@@ -48,3 +49,24 @@ def test_a_fractional_click_is_centred_between_grid_cells():
     for r, c in [(40, 7), (40, 8), (41, 7), (41, 8)]:
         assert abs(float(maps[r, c]) - corner) < 1e-6
     assert abs(float(maps[40, 9]) - math.exp(-(0.25 + 2.25) / (2 * STD ** 2))) < 1e-6
+
+
+def test_click_weights_scale_each_clicks_map_before_the_network_sees_it():
+    """Predictor.probs(click_weights=...) hands the network maps whose peaks are the weights."""
+    import munch
+
+    seen = {}
+
+    class Net(torch.nn.Module):
+        def forward(self, image, maps, prev, with_aux=False):
+            seen["maps"] = maps
+            return (torch.zeros(maps.shape),)
+
+    config = munch.munchify({"Dataset": {"image_size": [40, 20], "heatmap_std": 2.0, "subpixel_decoding": False,
+                                         "subpixel_decoding_patch_size": 5}, "Model": {"prev_heatmap": "none"}})
+    predictor = Predictor(Net(), config)
+    click_rc = torch.tensor([[[10.0, 5.0], [30.0, 12.0]]])
+    clicked = torch.tensor([[True, True]])
+    predictor.probs(torch.zeros(1, 3, 40, 20), click_rc, clicked, click_weights=torch.tensor([[1.0, 0.25]]))
+    peaks = seen["maps"].flatten(2).amax(-1)[0]
+    assert peaks[0] == pytest.approx(1.0) and peaks[1] == pytest.approx(0.25)

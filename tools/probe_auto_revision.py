@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flagged", type=int, nargs="+", default=[4])
     parser.add_argument("--min-score", type=float, nargs="+", default=[float("-inf")])
     parser.add_argument("--correctors", nargs="+", default=["shape"], choices=["shape", "none", "heatmap4", "heatmap8", "heatmap12"])
+    parser.add_argument("--hint-weights", type=float, nargs="+", default=[1.0],
+                        help="peak of a hint's click map (1: as a click)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -87,8 +89,9 @@ def main(argv=None) -> int:
         report["mre_0_clicks"] = float(base_errors.mean())
         print(json.dumps(report["scores"], indent=1))
         print(f"0 clicks, no automatic round: MRE {report['mre_0_clicks']:.2f}")
-        for flagged, min_score, corrector in itertools.product(args.flagged, args.min_score, args.correctors):
-            reviser = AutoReviser(predictor, scorers["detector"], correctors[corrector], flagged, min_score)
+        for flagged, min_score, corrector, weight in itertools.product(args.flagged, args.min_score, args.correctors,
+                                                                        args.hint_weights):
+            reviser = AutoReviser(predictor, scorers["detector"], correctors[corrector], flagged, min_score, weight)
             per_round = [[] for _ in range(args.rounds)]
             hinted = [[] for _ in range(args.rounds)]
             for probs, batch in zip(first, batches):
@@ -98,11 +101,11 @@ def main(argv=None) -> int:
                     probs, state = reviser.round(batch["image"], probs, batch["coords_rc"], clicked, state)
                     per_round[r].append(errors(predictor.points(probs), batch))
                     hinted[r].append(state.hinted.sum(1).float())
-            row = {"flagged": flagged, "min_score": min_score, "corrector": corrector,
+            row = {"flagged": flagged, "min_score": min_score, "corrector": corrector, "hint_weight": weight,
                    "mre": [float(torch.cat(e).mean()) for e in per_round],
                    "mean_hinted": [float(torch.cat(h).mean()) for h in hinted]}
             report["rounds"].append(row)
-            print(f"flagged {flagged} min score {min_score} corrector {corrector}: MRE after rounds "
+            print(f"flagged {flagged} min score {min_score} corrector {corrector} hint weight {weight}: MRE after rounds "
                   f"{', '.join(f'{v:.2f}' for v in row['mre'])} (hinted {row['mean_hinted'][-1]:.1f} points)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

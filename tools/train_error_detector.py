@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--corrector", choices=CORRECTORS, default="shape",
                         help="shape: the shape model fitted to the other points; heatmap: the heatmap's maximum near that (default: %(default)s)")
     parser.add_argument("--radius", type=float, default=8.0, help="the heatmap corrector's search radius in grid px (default: %(default)s)")
+    parser.add_argument("--hint-weight", type=float, default=1.0,
+                        help="peak of a hint's click map, 1 = as a user's click (default: %(default)s)")
     parser.add_argument("--update-settings", action="store_true",
                         help="only rewrite the flagging settings of --out/best.pth (no training)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -115,9 +117,11 @@ def main(argv=None) -> int:
 
 
 def flagging_settings(args) -> dict:
-    if args.num_flagged < 1 or args.radius <= 0:
-        raise BadInput("--num-flagged must be at least 1 and --radius positive")
+    if args.num_flagged < 1 or args.radius <= 0 or not 0 < args.hint_weight <= 1:
+        raise BadInput("--num-flagged must be at least 1, --radius positive and --hint-weight in (0, 1]")
     settings = {"num_flagged": args.num_flagged, "corrector": args.corrector, "radius": args.radius, "ridge": 1.0}
+    if args.hint_weight != 1.0:
+        settings["hint_weight"] = args.hint_weight
     if args.min_score is not None:
         settings["min_score"] = args.min_score
     return settings
