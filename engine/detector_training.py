@@ -33,8 +33,8 @@ from misc.error_simulation import simulate_errors
 from misc.frames import grid_to_original
 from misc.ranking import score_quality
 from misc.shape_model import fit_shape_model
-from model.error_detector import shape_model_to_entries
-from model.error_detector import ErrorDetector, load_detector_checkpoint, pool_heatmaps, save_detector_checkpoint
+from model.error_detector import (ErrorDetector, detector_checkpoint_bytes, load_detector_checkpoint, pool_heatmaps,
+                                  shape_model_to_entries)
 
 BANK_FILE, LAST_FILE, BEST_FILE = "bank.npz", "last.pth", "best.pth"
 
@@ -212,8 +212,8 @@ def train_detector(predictor, config, run_dir: Path, options: DetectorOptions, s
             f"{quality['top_among_worst']:.3f} Spearman {quality['mean_spearman']:.3f} ({record['seconds']:.0f} s)")
         if best is None or key > tuple(best["key"]):
             best = {"key": list(key), "epoch": epoch, **quality}
-            util.atomic_write_bytes(run_dir / BEST_FILE, save_detector_checkpoint(
-                run_dir / BEST_FILE, detector, shape_model_to_entries(shape_model), settings,
+            util.atomic_write_bytes(run_dir / BEST_FILE, detector_checkpoint_bytes(
+                detector, shape_model_to_entries(shape_model), settings,
                 extra={"trained": {"epoch": epoch, "validation": quality, "options": asdict(options)}}))
         _save(last_path, {"detector": detector.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best})

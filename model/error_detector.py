@@ -36,8 +36,8 @@ from util import atomic_write_bytes
 POINTS_PER_VERTEBRA = 4
 FORMAT = "error-detector-1"
 
-__all__ = ["ErrorDetector", "pool_heatmaps", "vertebra_geometry", "save_detector_checkpoint", "load_detector_checkpoint",
-           "update_settings", "shape_model_to_entries", "shape_model_from_entries"]
+__all__ = ["ErrorDetector", "pool_heatmaps", "vertebra_geometry", "detector_checkpoint_bytes",
+           "load_detector_checkpoint", "update_settings", "shape_model_to_entries", "shape_model_from_entries"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -182,9 +182,9 @@ def pool_heatmaps(probs: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(probs.float(), 4)
 
 
-def save_detector_checkpoint(path: Path, detector: ErrorDetector, shape_entries: dict, settings: dict,
+def detector_checkpoint_bytes(detector: ErrorDetector, shape_entries: dict, settings: dict,
                              extra: dict | None = None) -> bytes:
-    """The checkpoint's bytes (the caller writes them atomically): weights, the detector's constructor
+    """A detector checkpoint's bytes (the caller writes them atomically): weights, the detector's constructor
     arguments, the corrector's shape model and the flagging settings."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "detector": detector.settings, "state_dict": detector.state_dict(),

@@ -177,18 +177,18 @@ def committed(synthetic_dataset):
 
 def detector_checkpoint(path, config, seed=0):
     """An error detector with random weights and a shape model fitted on the generated training labels
-    (network grid), written by save_detector_checkpoint."""
+    (network grid), written by detector_checkpoint_bytes."""
     from dataset.keypoint_dataset import KeypointDataset
     from misc.shape_model import fit_shape_model
     from model.error_detector import shape_model_to_entries
-    from model.error_detector import ErrorDetector, save_detector_checkpoint
+    from model.error_detector import ErrorDetector, detector_checkpoint_bytes
 
     torch.manual_seed(seed)
     detector = ErrorDetector(tuple(int(v) for v in config.Dataset.image_size), width=8, token=16)
     train = KeypointDataset(config, "train", train=False)
     labels = np.stack([train[i]["coords_rc"].numpy() for i in range(len(train))])
     entries = shape_model_to_entries(fit_shape_model(labels, num_components=4))
-    path.write_bytes(save_detector_checkpoint(path, detector, entries, {"num_flagged": 3}))
+    path.write_bytes(detector_checkpoint_bytes(detector, entries, {"num_flagged": 3}))
     return path
 
 

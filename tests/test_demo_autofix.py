@@ -38,7 +38,7 @@ def detector_checkpoint(path, size_rc, seed: int = 0):
     it), flagging 4 points a round."""
     from misc.shape_model import fit_shape_model
     from model.error_detector import shape_model_to_entries
-    from model.error_detector import ErrorDetector, save_detector_checkpoint
+    from model.error_detector import ErrorDetector, detector_checkpoint_bytes
 
     torch.manual_seed(seed)
     detector = ErrorDetector(size_rc, width=8, token=16)
@@ -48,7 +48,7 @@ def detector_checkpoint(path, size_rc, seed: int = 0):
         rows, cols = sample.image.shape
         shapes.append(original_xy_to_grid_rc(sample.points_xy.astype(np.float64), size_rc, (rows, cols))[:, ::-1])
     shape_model = fit_shape_model(np.stack(shapes), 3)
-    path.write_bytes(save_detector_checkpoint(path, detector, shape_model_to_entries(shape_model),
+    path.write_bytes(detector_checkpoint_bytes(detector, shape_model_to_entries(shape_model),
                                               {"num_flagged": 4, "ridge": 1.0}))
     return path
 

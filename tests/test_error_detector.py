@@ -11,7 +11,7 @@ import torch
 from misc.errors import BadInput
 from misc.shape_model import fit_shape_model
 from model.error_detector import shape_model_to_entries
-from model.error_detector import ErrorDetector, load_detector_checkpoint, save_detector_checkpoint, vertebra_geometry
+from model.error_detector import ErrorDetector, detector_checkpoint_bytes, load_detector_checkpoint, vertebra_geometry
 
 
 def spine_rc(step=12.0, height=8.0, top=20.0):
@@ -44,7 +44,7 @@ def small_detector_file(path, settings, heatmap_patch=0):
     torch.manual_seed(0)
     detector = ErrorDetector((64, 32), width=8, token=16, heatmap_patch=heatmap_patch).eval()
     shapes = np.stack([spine_rc().numpy() * 0.3 + np.random.default_rng(s).normal(0, 0.3, (68, 2)) for s in range(12)])
-    path.write_bytes(save_detector_checkpoint(path, detector, shape_model_to_entries(fit_shape_model(shapes, 3)),
+    path.write_bytes(detector_checkpoint_bytes(detector, shape_model_to_entries(fit_shape_model(shapes, 3)),
                                               settings))
     return path, detector, shapes
 
