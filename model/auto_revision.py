@@ -23,8 +23,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from misc.decoding import decode
 from misc.errors import BadInput
 from misc.shape_model import ShapeModel, complete_shape
+from model.error_detector import load_detector_checkpoint
 
 __all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer"]
 
@@ -94,8 +96,6 @@ class HeatmapShapeCorrector:
             <= self.radius ** 2
         windowed = probs[b_index, k_index] * near  # (F, rows, cols)
         found = windowed.flatten(1).amax(1) >= self.min_probability
-        from misc.decoding import decode
-
         located = decode(windowed[None], True, self.patch_size)[0].to(proposal.dtype)  # (F, 2)
         proposal[b_index, k_index] = torch.where(found[:, None], located, proposal[b_index, k_index])
         return proposal
@@ -120,8 +120,6 @@ class AutoReviser:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, predictor, **overrides) -> "AutoReviser":
         """The detector checkpoint written by tools/train_error_detector.py (model/error_detector.py)."""
-        from model.error_detector import load_detector_checkpoint
-
         detector, shape_model, settings = load_detector_checkpoint(Path(path))
         settings = {**settings, **overrides}
         parameters = getattr(predictor.net, "parameters", None)  # None: ONNX Runtime's stand-in (CPU)
