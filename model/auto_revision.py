@@ -28,7 +28,8 @@ from misc.errors import BadInput
 from misc.shape_model import ShapeModel, complete_shape
 from model.error_detector import load_detector_checkpoint
 
-__all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer"]
+__all__ = ["AutoReviser", "HintState", "HeatmapShapeCorrector", "ShapeCorrector", "ShapeResidualScorer",
+           "VerifiedCorrector"]
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,24 @@ class HeatmapShapeCorrector:
         return proposal
 
 
+class VerifiedCorrector:
+    """Another corrector's proposals, kept only where the detector scores the moved point lower than where
+    it was by at least ``margin`` (the detector as a verifier); declined points are NaN (not hinted)."""
+
+    def __init__(self, inner, scorer, margin: float = 0.0):
+        self.inner, self.scorer, self.margin = inner, scorer, float(margin)
+
+    def __call__(self, image, points_rc, flagged, probs=None) -> torch.Tensor:
+        proposal = self.inner(image, points_rc, flagged, probs)
+        before = self.scorer(image, points_rc, probs)
+        after = self.scorer(image, proposal, probs)
+        accept = flagged & (after <= before - self.margin)
+        return torch.where(accept[..., None] | ~flagged[..., None], proposal,
+                           torch.full_like(proposal, float("nan")))
+
+
 Scorer = Callable[..., torch.Tensor]  # (image, points_rc, probs) -> (B, K) scores
-Corrector = Callable[..., torch.Tensor]  # (image, points_rc, flagged, probs) -> proposed points_rc
+Corrector = Callable[..., torch.Tensor]  # (image, points_rc, flagged, probs) -> proposed points_rc (NaN: declined)
 
 
 class AutoReviser:
@@ -161,7 +178,8 @@ class AutoReviser:
         keep = state.hinted & ~clicked
         trusted = torch.where(keep[..., None], state.hint_rc, points)
         proposal = self.corrector(image, trusted, flagged, probs)
-        hint_rc = torch.where(flagged[..., None], proposal, torch.where(keep[..., None], state.hint_rc, proposal))
+        flagged &= ~torch.isnan(proposal).any(-1)  # a corrector declines a point with NaN
+        hint_rc = torch.where(flagged[..., None], proposal, torch.where(keep[..., None], state.hint_rc, trusted))
         state = HintState(hint_rc, keep | flagged, scores)
         return self.predict(image, click_rc, clicked, state, probs), state
 

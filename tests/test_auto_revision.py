@@ -93,6 +93,7 @@ def test_points_below_the_minimum_score_are_not_flagged():
     probs = model.probs(image, torch.zeros(1, K, 2), clicked)
     _, state = reviser.round(image, probs, torch.zeros(1, K, 2), clicked, reviser.start(1, K))
     assert torch.nonzero(state.hinted[0]).flatten().tolist() == [30]
+    assert torch.isfinite(state.hint_rc).all()  # no NaN reaches the click maps (NaN x 0 is NaN)
 
 
 def test_hints_persist_through_the_next_round_and_a_user_click_replaces_one():
@@ -158,3 +159,31 @@ def test_hints_weighed_less_than_clicks_reach_the_model_with_that_weight():
     reviser.round(image, start, torch.zeros(1, K, 2), clicked, reviser.start(1, K))
     weights = received["weights"][0]
     assert weights[5] == 1.0 and weights[30] == pytest.approx(0.3) and weights.sum() == pytest.approx(1.3)
+
+
+def test_a_point_the_corrector_declines_is_not_hinted_and_the_verifier_declines_what_scores_worse():
+    from model.auto_revision import VerifiedCorrector
+
+    scores = np.zeros(K)
+    scores[[30, 50]] = [2.0, 1.0]
+    truth, predicted, model, _ = setup(scores)
+    image = torch.zeros(1, 3, *SIZE)
+    points = torch.as_tensor(predicted, dtype=torch.float32)[None]
+
+    def by_distance_to_truth(image, points_rc, probs=None):  # a verifier that knows the truth (test only)
+        return (points_rc - torch.as_tensor(truth, dtype=torch.float32)[None]).norm(dim=-1)
+
+    wrong = truth.copy()
+    wrong[50] += [0.0, 9.0]  # the inner corrector moves point 50 further off, point 30 onto the truth
+    verified = VerifiedCorrector(move_to(wrong), by_distance_to_truth)
+    flagged = torch.zeros(1, K, dtype=torch.bool)
+    flagged[0, [30, 50]] = True
+    proposal = verified(image, points, flagged)
+    assert torch.allclose(proposal[0, 30], torch.as_tensor(truth[30], dtype=torch.float32))
+    assert torch.isnan(proposal[0, 50]).all()
+    reviser = AutoReviser(model, scorer_from(scores), verified, num_flagged=2)
+    clicked = torch.zeros(1, K, dtype=torch.bool)
+    probs = model.probs(image, torch.zeros(1, K, 2), clicked)
+    _, state = reviser.round(image, probs, torch.zeros(1, K, 2), clicked, reviser.start(1, K))
+    assert torch.nonzero(state.hinted[0]).flatten().tolist() == [30]
+    assert torch.isfinite(state.hint_rc).all()  # no NaN reaches the click maps (NaN x 0 is NaN)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
 from misc.frames import grid_to_original  # noqa: E402
 from misc.ranking import score_quality  # noqa: E402
-from model.auto_revision import AutoReviser, HeatmapShapeCorrector, ShapeCorrector, ShapeResidualScorer  # noqa: E402
+from model.auto_revision import AutoReviser, HeatmapShapeCorrector, ShapeCorrector, VerifiedCorrector, ShapeResidualScorer  # noqa: E402
 from model.error_detector import load_detector_checkpoint  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--flagged", type=int, nargs="+", default=[4])
     parser.add_argument("--min-score", type=float, nargs="+", default=[float("-inf")])
-    parser.add_argument("--correctors", nargs="+", default=["shape"], choices=["shape", "none", "heatmap4", "heatmap8", "heatmap12"])
+    parser.add_argument("--correctors", nargs="+", default=["shape"], choices=["shape", "none", "heatmap4", "heatmap8", "heatmap12"] + [f"verified_{n}_{m}" for n in
+                                 ("shape", "heatmap4", "heatmap8") for m in (0.0, 0.2)])
     parser.add_argument("--hint-weights", type=float, nargs="+", default=[1.0],
                         help="peak of a hint's click map (1: as a click)")
     parser.add_argument("--threads", type=int, default=0)
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     scorers = {"detector": detector.scorer(), "shape residual": ShapeResidualScorer(shape_model)}
     correctors = {"shape": ShapeCorrector(shape_model), "none": keep_in_place,
                   **{f"heatmap{r}": HeatmapShapeCorrector(shape_model, radius=r) for r in (4, 8, 12)}}
+    for name in ("shape", "heatmap4", "heatmap8"):
+        for margin in (0.0, 0.2):
+            correctors[f"verified_{name}_{margin}"] = VerifiedCorrector(correctors[name], scorers["detector"], margin)
     dataset = KeypointDataset(config, args.split, train=False)
     batches = list(torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=collate))
 
