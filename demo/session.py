@@ -281,16 +281,10 @@ class AnnotationSession:
             state = self.current
             if len(state.fixed_xy) >= self.num_keypoints:
                 raise InputError("every point is fixed: there is nothing for auto-fix to move")
-            prev = state.probs
-            if prev is None:  # a state restored by undo or from the store: recompute its heatmaps
-                prev = self._run(state.fixed_xy, None, "refine").probs
             fixed_rc = {i: self.to_grid_rc(*xy) for i, xy in state.fixed_xy.items()}
-            fix = self.checker.auto_fix(self._image_t, prev, fixed_rc)
-            points_xy = grid_rc_to_original_xy(fix.points_rc.double().numpy(), self.predictor.size_rc,
-                                               (self.height, self.width))
-            for index, xy in state.fixed_xy.items():
-                points_xy[index] = xy
-            return self._push(State(np.ascontiguousarray(points_xy), dict(state.fixed_xy),
+            fix = self.checker.auto_fix(self._image_t, self._heatmaps(state), fixed_rc)
+            points_xy = self._shown_points(fix.points_rc, state.fixed_xy)
+            return self._push(State(points_xy, dict(state.fixed_xy),
                                     fix.confidence.double().numpy(), fix.probs.half(), "autofix", fix.seconds,
                                     suggested=tuple(fix.flagged)))
 
@@ -302,8 +296,7 @@ class AnnotationSession:
         if state.error_scores is None:
             start = time.perf_counter()
             points_rc = original_xy_to_grid_rc(state.points_xy, self.predictor.size_rc, (self.height, self.width))
-            probs = state.probs if state.probs is not None else self._run(state.fixed_xy, None, "refine").probs
-            state.error_scores = self.checker.scores(self._image_t, points_rc, probs)
+            state.error_scores = self.checker.scores(self._image_t, points_rc, self._heatmaps(state))
             state.score_seconds = time.perf_counter() - start
         return state.error_scores
 
@@ -316,11 +309,7 @@ class AnnotationSession:
         start = time.perf_counter()
         fixed_rc = {i: self.to_grid_rc(*xy) for i, xy in fixed_xy.items()}
         pred = self.predictor.predict(self._image_t, fixed_rc, prev_probs)
-        points_xy = grid_rc_to_original_xy(pred.points_rc.double().numpy(), self.predictor.size_rc,
-                                           (self.height, self.width))
-        for index, xy in fixed_xy.items():
-            points_xy[index] = xy
-        return State(points_xy=np.ascontiguousarray(points_xy), fixed_xy=fixed_xy,
+        return State(points_xy=self._shown_points(pred.points_rc, fixed_xy), fixed_xy=fixed_xy,
                      confidence=pred.confidence.double().numpy(), probs=pred.probs.half(), action=action,
                      seconds=time.perf_counter() - start)
 
@@ -348,6 +337,17 @@ class AnnotationSession:
     def _move(self, step: int) -> State:
         self._commit(self.history, self.cursor + step)
         return self.current
+
+    def _shown_points(self, points_rc: torch.Tensor, fixed_xy: dict) -> np.ndarray:
+        """(K, 2) original (x, y) of predicted grid points, the fixed points exactly where the person put them."""
+        points_xy = grid_rc_to_original_xy(points_rc.double().numpy(), self.predictor.size_rc, (self.height, self.width))
+        for index, xy in fixed_xy.items():
+            points_xy[index] = xy
+        return np.ascontiguousarray(points_xy)
+
+    def _heatmaps(self, state: State) -> torch.Tensor:
+        """``state``'s heatmaps; recomputed for a state restored by undo or from the store (dropped)."""
+        return state.probs if state.probs is not None else self._run(state.fixed_xy, None, "refine").probs
 
     def _push(self, state: State) -> State:
         self.error_scores(state)  # a new set of points is scored when it is made (kept for undo)
