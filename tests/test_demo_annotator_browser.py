@@ -134,7 +134,7 @@ def test_annotator_conveniences_in_a_real_browser(browser, predictor, tmp_path):
         assert state(chrome)["name"] == names[1]
         key(chrome, "n", "KeyN", 78)
         chrome.wait_for(f"window.demoState().name === {json.dumps(names[2])}", "the image after")
-        errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+        errors = chrome.page_exceptions()
         assert errors == [], errors
     finally:
         server.shutdown()
@@ -215,7 +215,7 @@ def test_error_detector_check_first_and_auto_fix_in_a_real_browser(browser, pred
         key(chrome, "z", "KeyZ", 90, modifiers=2)
         chrome.wait_for("window.demoState().action !== 'autofix'", "Ctrl+Z after the auto-fix")
         assert state(chrome)["points"] == first["points"] and suggested_on_page(chrome) == []
-        errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+        errors = chrome.page_exceptions()
         assert errors == [], errors
     finally:
         server.shutdown()

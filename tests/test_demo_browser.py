@@ -172,6 +172,10 @@ class Chromium:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({expression}); "
                              f"page status: {status!r}; last error: {last_error}")
 
+    def page_exceptions(self) -> list[dict]:
+        """The JavaScript exceptions the page has thrown so far (DevTools events)."""
+        return [e for e in self.events if e.get("method") == "Runtime.exceptionThrown"]
+
     def mouse(self, kind: str, x: float, y: float, buttons: int = 1) -> None:
         self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1)
 
@@ -417,7 +421,7 @@ def test_open_drag_refine_undo_export_in_a_real_browser(browser, demo_server, xr
     foreign = chrome.evaluate("performance.getEntriesByType('resource').map(e => e.name)"
                               ".filter(u => !u.startsWith(location.origin) && !u.startsWith('blob:'))")
     assert foreign == []
-    errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+    errors = chrome.page_exceptions()
     assert errors == [], errors
 
     chrome.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1,
@@ -632,7 +636,7 @@ def test_annotating_a_folder_in_a_real_browser(browser, predictor, tmp_path):
     tables = [json.loads((target / "dataset16_512" / f"{split}.json").read_text()) for split in ("train", "test")]
     assert sorted(len(t) for t in tables) == [1, 1]
 
-    errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+    errors = chrome.page_exceptions()
     assert errors == [], errors
     stop(server, store)
 
@@ -714,7 +718,7 @@ def test_two_tabs_on_one_image_a_stale_edit_is_shown_as_a_conflict_in_a_real_bro
         chrome.wait_for(f"window.demoStats.refines > {refines} && !document.body.classList.contains('busy')",
                         "tab 2's refinement")
         assert str(first) in state(chrome)["fixed"] and len(state(chrome)["fixed"]) == 2
-        errors = [e for e in chrome.events if e.get("method") == "Runtime.exceptionThrown"]
+        errors = chrome.page_exceptions()
         assert errors == [], errors
     finally:
         chrome.session = tab1
