@@ -140,6 +140,9 @@ SCHEMA: dict = {
         "min_click_rounds": Spec(int, minimum=0, default=0,
                                  help="least no-grad click rounds per batch (0 = paper); the count is "
                                       "drawn uniformly from min_click_rounds..max_click_rounds"),
+        "zero_click_p": _probability("probability that a batch is trained without any click: no initial "
+                                    "clicks, no click rounds, as the first prediction of the protocol "
+                                    "(0 = paper: the rounds and Hint.num_dist alone decide)", default=0.0),
         "seed": Spec(int, minimum=0, maximum=MAX_SEED),
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),

@@ -38,7 +38,7 @@ from misc.clicks import Clicker, indices_to_mask  # noqa: E402
 from engine.evaluation import evaluate  # noqa: E402
 from misc.heatmaps import gaussian_heatmaps  # noqa: E402
 from dataset.morph_pairs import load_morph_pairs  # noqa: E402
-from engine.training import compute_loss, simulate_click_rounds  # noqa: E402
+from engine.training import compute_loss, draw_click_rounds, simulate_click_rounds  # noqa: E402
 from model import build_model  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 from engine.trainer import all_finite, build_optimizer, optimizer_step  # noqa: E402
@@ -91,8 +91,10 @@ def main(argv=None) -> dict:
             break
         image, true_rc = batch["image"], batch["coords_rc"]
         targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
-        clicker = Clicker(true_rc, indices_to_mask(batch["clicks"], image.shape[0], true_rc.shape[1], device))
-        rounds = int(rng.integers(config.Train.min_click_rounds, config.Train.max_click_rounds + 1))
+        rounds = draw_click_rounds(rng, config.Train)
+        clicks = batch["clicks"] if rounds is not None else [()] * image.shape[0]
+        clicker = Clicker(true_rc, indices_to_mask(clicks, image.shape[0], true_rc.shape[1], device))
+        rounds = rounds or 0
         prev, t_rounds = timed(lambda: simulate_click_rounds(predictor, image, clicker, rounds))
 
         def forward_loss():

@@ -95,3 +95,55 @@ def test_training_step_runs_between_min_and_max_click_rounds(least, most):
         training_step(net, batch, config, None, rng, torch.device("cpu"))
         seen.add(len(net.fed) - 1)  # no-grad rounds before the forward with gradient
     assert seen == set(range(least, most + 1))
+
+
+class ClickMapRecorder(OffsetNetWithAux):
+    """OffsetNetWithAux that also records the click maps of every call."""
+
+    def __init__(self, true_rc, offsets):
+        super().__init__(true_rc, offsets)
+        self.click_maps = []
+
+    def forward(self, image, click_maps, prev, with_aux=True):
+        self.click_maps.append(click_maps.clone())
+        return super().forward(image, click_maps, prev, with_aux)
+
+
+def _batch_with_clicks(true_rc):
+    return {"image": torch.zeros(1, 3, *SIZE), "coords_rc": true_rc, "clicks": [np.array([0, 2], dtype=np.int64)],
+            "morph_mask": torch.ones(1, dtype=torch.bool)}
+
+
+def test_zero_click_batches_drop_the_initial_clicks_and_the_rounds():
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    config = _config("full", 1, 2)
+    config.Train.zero_click_p = 1.0
+    net = ClickMapRecorder(true_rc, torch.rand_like(true_rc))
+    training_step(net, _batch_with_clicks(true_rc), config, None, np.random.default_rng(0), torch.device("cpu"))
+    # one forward, with gradient, seeing what the protocol's first prediction sees: no click, no previous heatmap
+    assert len(net.fed) == 1 and not bool(net.fed[0].any()) and not bool(net.click_maps[0].any())
+
+
+def test_zero_click_share_follows_the_probability_and_the_rest_keep_their_clicks():
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    config = _config("full", 1, 1)
+    config.Train.zero_click_p = 0.3
+    rng = np.random.default_rng(1)
+    without_clicks = 0
+    for _ in range(400):
+        net = ClickMapRecorder(true_rc, torch.rand_like(true_rc))
+        training_step(net, _batch_with_clicks(true_rc), config, None, rng, torch.device("cpu"))
+        if len(net.fed) == 1:
+            without_clicks += 1
+            assert not bool(net.click_maps[0].any())
+        else:  # the batch's two clicks plus one worst-first round reach the trained forward
+            assert len(net.fed) == 2 and int((net.click_maps[-1].sum((-1, -2)) > 0).sum()) == 3
+    assert 0.24 < without_clicks / 400 < 0.36
+
+
+def test_without_the_switch_the_random_stream_is_the_papers():
+    from engine.training import draw_click_rounds
+    train = Munch(min_click_rounds=0, max_click_rounds=3, zero_click_p=0.0)
+    rng, reference = np.random.default_rng(5), np.random.default_rng(5)
+    assert [draw_click_rounds(rng, train) for _ in range(50)] == \
+        [int(reference.integers(0, 4)) for _ in range(50)]
