@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=32, help="samples timed through the dataset")
     parser.add_argument("--val-images", type=int, default=8, help="validation images timed")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (train.py and test.py keep freed memory for "
+                             "reuse: util.reuse_freed_memory); for measuring what that saves")
     args = parser.parse_args(argv)
     for name in ("batches", "samples", "val_images", "threads"):
         if getattr(args, name) < 1:
@@ -70,6 +73,7 @@ def timed(fn):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    reused = False if args.default_allocator else util.reuse_freed_memory()
     config = util.load_config(args.config, args.set)
     device = torch.device("cpu")
     train_set = KeypointDataset(config, "train")
@@ -129,7 +133,7 @@ def main(argv=None) -> dict:
     train_epoch = batches * sum(per_batch.values())
     validation = t_val / val_images * len(val_set) / config.Train.val_every
     report = {
-        "config": args.config, "overrides": args.set, "threads": args.threads,
+        "config": args.config, "overrides": args.set, "threads": args.threads, "reuse_freed_memory": reused,
         "load_average_1min": os.getloadavg()[0],
         "batch_size": config.Train.batch_size, "train_batches_per_epoch": batches,
         "per_batch": {k: round(v, 3) for k, v in per_batch.items()},

@@ -110,6 +110,8 @@ def run_evaluation(config, checkpoint, out_dir: Path, job: EvaluationJob) -> dic
     """Evaluate ``checkpoint`` (built with ``config``) on ``job.split`` of the config's data folder,
     print the table and write the outputs to ``out_dir``; returns results.json's content."""
     device = util.select_device(job.device or config.MISC.device, fallback_to_cpu=job.device is None)
+    if device.type == "cpu":
+        util.reuse_freed_memory()
     max_clicks = config.Test.max_clicks if job.max_clicks is None else job.max_clicks
     table_clicks = min(config.Test.table_clicks if job.table_clicks is None else job.table_clicks, max_clicks)
     util.check_output_dir(out_dir)  # before the evaluation, not after it

@@ -318,6 +318,8 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
                     if options.init_weights and plan.resume_state is None else None)
     rank, world, device = setup_distributed(options.device or config.MISC.device, explicit=bool(options.device))
     torch.set_num_threads(options.threads or max(1, (os.cpu_count() or 1) // world))
+    if device.type == "cpu":
+        util.reuse_freed_memory()
     if rank == 0:
         util.check_output_dir(run_dir)  # before the data and the network are built
     util.seed_everything(config.Train.seed)
