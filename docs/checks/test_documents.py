@@ -917,3 +917,34 @@ def test_error_score_baselines_quote_their_records():
     hits = {name: round(q["top_among_worst"] * 127) for name, q in runs[8]["scores"].items()}
     assert f"({hits['shape_residual']} of 127 images against {hits['confidence']})" in section
     assert f"MRE {evaluation['model']['sargmax_mm_MRE'][0]:.2f} px" in section
+
+
+FIRST_PREDICTION_RUNS = [TWO_HOUR / "aasce_cpu_2h"] + CLICK_LR6_RUNS  # the five 48-epoch runs of the 2-hour recipe
+
+
+def test_first_prediction_probes_quote_their_records():
+    """docs/experiments.md "The first prediction": the five 2-hour runs' validation MRE at 0 and 5 clicks, the
+    thresholds of the rule (best at 0 clicks, mean after 5), and the zero-click probe's checkpoint metric,
+    validation row, Cobb SMAPE and 0-click MRE along the way."""
+    section = _flat_section("## The first prediction", "**Less occlusion**")
+    runs = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
+            for run in FIRST_PREDICTION_RUNS]
+    zero, five = [mre[0] for mre in runs], [mre[5] for mre in runs]
+    assert (f"{zero[0]:.2f} (the timed run), {', '.join(f'{v:.2f}' for v in zero[1:])} px (seeds 0-3 at 6x; mean "
+            f"{np.mean(zero):.2f})") in section
+    assert f"({', '.join(f'{v:.2f}' for v in five)}; committed" in section
+    assert f"below the best of the five runs above ({min(zero):.2f} px)" in section
+    assert f"at most their mean ({np.mean(five):.2f} px)" in section
+    probe_dir = TWO_HOUR / "probe_zero_click_s0"
+    probe = _evaluation(probe_dir / "val_results.json", "save/probe_zc25_s0.pth", "val", 127)["model"]
+    epochs = _epochs(probe_dir / "metrics.jsonl")
+    assert f"checkpoint metric {_checkpoint_metric(epochs):.2f}" in section
+    assert f"validation MRE {', '.join(_row(probe['sargmax_mm_MRE']))} px after 0..5 clicks" in section
+    assert f"Cobb SMAPE {probe['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
+    assert probe["sargmax_mm_MRE"][0] > max(zero) and probe["sargmax_mm_MRE"][5] > np.mean(five)  # "worse than every"
+    along = _validations(probe_dir)
+    plain = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] >= 9 and "val/metric" not in epoch]
+    assert (f"{min(plain):.0f}-{max(plain):.0f} s an epoch without validation (median {np.median(plain):.0f} s)"
+            in section)
+    zero_along = [along[epoch]["val/sargmax_mm_MRE_0click"] for epoch in (20, 32, 44)]
+    assert f"({', '.join(f'{value:.1f}' for value in zero_along)} px after epochs 20, 32, 44" in section
