@@ -948,3 +948,20 @@ def test_first_prediction_probes_quote_their_records():
             in section)
     zero_along = [along[epoch]["val/sargmax_mm_MRE_0click"] for epoch in (20, 32, 44)]
     assert f"({', '.join(f'{value:.1f}' for value in zero_along)} px after epochs 20, 32, 44" in section
+
+
+def test_unfinished_less_occlusion_probe_quotes_its_record():
+    """docs/experiments.md "Less occlusion": where the probe stopped, its 0-click validation MRE and metric up to
+    there, and the five 2-hour runs' ranges at epoch 20."""
+    section = _flat_section("**Less occlusion**", "## ")
+    probe = _validations(TWO_HOUR / "probe_less_occlusion_s0")
+    epochs = _epochs(TWO_HOUR / "probe_less_occlusion_s0" / "metrics.jsonl")
+    assert f"stopped after epoch {epochs[-1]['epoch']} of 48" in section
+    zero = [probe[epoch]["val/sargmax_mm_MRE_0click"] for epoch in (8, 12, 16, 20)]
+    assert f"{', '.join(f'{value:.1f}' for value in zero)} px after epochs 8, 12, 16, 20" in section
+    runs = [_validations(run)[20] for run in FIRST_PREDICTION_RUNS]
+    runs_zero = [run["val/sargmax_mm_MRE_0click"] for run in runs]
+    runs_metric = [run["val/metric"] for run in runs]
+    assert f"range at epoch 20 ({min(runs_zero):.1f}-{max(runs_zero):.1f} px)" in section
+    assert (f"validation metric of {probe[20]['val/metric']:.2f} at epoch 20 (the five runs "
+            f"{min(runs_metric):.2f}-{max(runs_metric):.2f})") in section
