@@ -226,9 +226,10 @@ def reuse_freed_memory() -> bool:
 
     A training step on the CPU allocates and frees the same large tensors every batch (the 68 click and
     previous-heatmap channels at input size are 36 MB at batch 4, above glibc's largest mmap threshold), and
-    glibc maps each afresh: the kernel then zeroes every page on first touch, about a fifth of a CPU
+    glibc maps each afresh: the kernel then zeroes every page on first touch, about a quarter of a CPU
     epoch (bench/README.md, *Training cost*). With mmap off and no trimming the process keeps its peak
-    heap and reuses it. Results are unchanged (only where memory comes from). Returns whether it applied:
+    heap and reuses it. Only where memory comes from changes, not the arithmetic (`bash test.sh` printed
+    the committed table to the last digit). Returns whether it applied:
     not on other C libraries, nor when the person set any MALLOC_* variable (their choice stands)."""
     import ctypes
     import ctypes.util
