@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import util  # noqa: E402
-from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
+from dataset.keypoint_dataset import KeypointDataset, collate, read_checked_table  # noqa: E402
 from misc.clicks import Clicker, indices_to_mask  # noqa: E402
 from engine.evaluation import evaluate  # noqa: E402
 from misc.heatmaps import gaussian_heatmaps  # noqa: E402
@@ -76,7 +76,9 @@ def main(argv=None) -> dict:
     reused = False if args.default_allocator else util.reuse_freed_memory()
     config = util.load_config(args.config, args.set)
     device = torch.device("cpu")
-    train_set = KeypointDataset(config, "train")
+    # the tables the trainer trains on (Train.train_splits), so the epoch has the trainer's batch count
+    train_table = [entry for split in config.Train.train_splits for entry in read_checked_table(config, split)]
+    train_set = KeypointDataset(config, "train", table=train_table)
     train_set.set_epoch(1)
     samples = min(args.samples, len(train_set))
     data_s = [timed(lambda i=i: train_set[i])[1] for i in range(samples)]
