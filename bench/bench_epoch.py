@@ -33,12 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import util  # noqa: E402
-from dataset.keypoint_dataset import KeypointDataset, collate, read_checked_table  # noqa: E402
-from misc.clicks import Clicker, indices_to_mask  # noqa: E402
+from dataset.keypoint_dataset import KeypointDataset, collate, read_training_table  # noqa: E402
 from engine.evaluation import evaluate  # noqa: E402
 from misc.heatmaps import gaussian_heatmaps  # noqa: E402
 from dataset.morph_pairs import load_morph_pairs  # noqa: E402
-from engine.training import compute_loss, draw_click_rounds, simulate_click_rounds  # noqa: E402
+from engine.training import compute_loss, simulate_click_rounds, start_clicks  # noqa: E402
 from model import build_model  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
 from engine.trainer import all_finite, build_optimizer, optimizer_step  # noqa: E402
@@ -76,9 +75,7 @@ def main(argv=None) -> dict:
     reused = False if args.default_allocator else util.reuse_freed_memory()
     config = util.load_config(args.config, args.set)
     device = torch.device("cpu")
-    # the tables the trainer trains on (Train.train_splits), so the epoch has the trainer's batch count
-    train_table = [entry for split in config.Train.train_splits for entry in read_checked_table(config, split)]
-    train_set = KeypointDataset(config, "train", table=train_table)
+    train_set = KeypointDataset(config, "train", table=read_training_table(config))  # the trainer's batch count
     train_set.set_epoch(1)
     samples = min(args.samples, len(train_set))
     data_s = [timed(lambda i=i: train_set[i])[1] for i in range(samples)]
@@ -97,10 +94,7 @@ def main(argv=None) -> dict:
             break
         image, true_rc = batch["image"], batch["coords_rc"]
         targets = gaussian_heatmaps(true_rc, config.Dataset.image_size, config.Dataset.heatmap_std)
-        rounds = draw_click_rounds(rng, config.Train)
-        clicks = batch["clicks"] if rounds is not None else [()] * image.shape[0]
-        clicker = Clicker(true_rc, indices_to_mask(clicks, image.shape[0], true_rc.shape[1], device))
-        rounds = rounds or 0
+        clicker, rounds = start_clicks(batch, true_rc, config.Train, rng, device)
         prev, t_rounds = timed(lambda: simulate_click_rounds(predictor, image, clicker, rounds))
 
         def forward_loss():

@@ -65,6 +65,11 @@ def read_checked_table(config, split: str) -> list[dict]:
     return table
 
 
+def read_training_table(config) -> list[dict]:
+    """The entries trained on: the checked tables of every split in ``config.Train.train_splits``."""
+    return [entry for split in config.Train.train_splits for entry in read_checked_table(config, split)]
+
+
 def npy_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete .npy image array, from its header and size (None: it is)."""
     try:

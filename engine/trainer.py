@@ -19,7 +19,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import util
-from dataset.keypoint_dataset import KeypointDataset, collate, read_checked_table
+from dataset.keypoint_dataset import KeypointDataset, collate, read_training_table
 from dataset.morph_pairs import load_morph_pairs
 from engine.evaluation import evaluate, summarise
 from engine.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
@@ -324,7 +324,7 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         util.check_output_dir(run_dir)  # before the data and the network are built
     util.seed_everything(config.Train.seed)
     # every entry and array of the trained tables is checked against the config (refused when it does not fit)
-    train_table = [entry for split in config.Train.train_splits for entry in read_checked_table(config, split)]
+    train_table = read_training_table(config)
     train_set = KeypointDataset(config, "train", table=train_table)
     val_set = KeypointDataset(config, "val")
     morph_pairs = run_morph_pairs(config, device)

@@ -52,10 +52,17 @@ def draw_click_rounds(rng: np.random.Generator, train) -> int | None:
     """The number of no-grad click rounds of one training batch, or None for a batch trained without
     any click (probability ``train.zero_click_p``). The extra draw happens only when that is > 0, so
     runs without the switch keep their random stream."""
-    zero_click_p = train.get("zero_click_p", 0.0)
-    if zero_click_p > 0 and rng.random() < zero_click_p:
+    if train.zero_click_p > 0 and rng.random() < train.zero_click_p:
         return None
     return int(rng.integers(train.min_click_rounds, train.max_click_rounds + 1))
+
+
+def start_clicks(batch: dict, true_rc: torch.Tensor, train, rng: np.random.Generator, device) -> tuple[Clicker, int]:
+    """The simulated user of one training batch, holding its initial clicks (none in a batch drawn
+    without clicks), and the number of no-grad click rounds to run."""
+    rounds = draw_click_rounds(rng, train)
+    clicks = batch["clicks"] if rounds is not None else [()] * true_rc.shape[0]
+    return Clicker(true_rc, indices_to_mask(clicks, true_rc.shape[0], true_rc.shape[1], device)), rounds or 0
 
 
 def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph_pairs) -> LossTerms:
@@ -85,9 +92,7 @@ def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generato
     image = batch["image"].to(device, non_blocking=True)
     true_rc = batch["coords_rc"].to(device)
     targets = gaussian_heatmaps(true_rc, predictor.size_rc, predictor.heatmap_std)
-    rounds = draw_click_rounds(rng, config.Train)
-    clicks = batch["clicks"] if rounds is not None else [()] * image.shape[0]
-    clicker = Clicker(true_rc, indices_to_mask(clicks, image.shape[0], true_rc.shape[1], device))
-    prev = simulate_click_rounds(predictor, image, clicker, rounds or 0)
+    clicker, rounds = start_clicks(batch, true_rc, config.Train, rng, device)
+    prev = simulate_click_rounds(predictor, image, clicker, rounds)
     logits, aux_logits = net(image, predictor.click_maps(true_rc, clicker.clicked), prev)
     return compute_loss(logits, aux_logits, targets, true_rc, batch["morph_mask"].to(device), config, morph_pairs)

@@ -30,7 +30,7 @@ def _config(rule="clicked_at_test", least=0, most=0):
     return Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5, "subpixel_decoding": True,
                                        "subpixel_decoding_patch_size": 5},
                            "Model": {"prev_heatmap": rule},
-                           "Train": {"min_click_rounds": least, "max_click_rounds": most},
+                           "Train": {"min_click_rounds": least, "max_click_rounds": most, "zero_click_p": 0.0},
                            "Morph": {"use": False}})
 
 
