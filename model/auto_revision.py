@@ -161,8 +161,6 @@ class AutoReviser:
         """The interactive prediction with the user's clicks and the hints still standing."""
         hinted = state.hinted & ~clicked
         rc = torch.where(clicked[..., None], click_rc, state.hint_rc)
-        if self.hint_weight == 1.0:  # hints weigh as much as clicks: the network's trained input
-            return self.predictor.probs(image, rc, clicked | hinted, last_probs)
         weights = clicked.float() + self.hint_weight * hinted.float()
         return self.predictor.probs(image, rc, clicked | hinted, last_probs, click_weights=weights)
 

@@ -32,7 +32,7 @@ class FakePredictor:
         self.base = torch.as_tensor(base_rc, dtype=torch.float32)[None]
         self.calls = []
 
-    def probs(self, image, click_rc, clicked, last_probs=None):
+    def probs(self, image, click_rc, clicked, last_probs=None, click_weights=None):  # weights: not modelled
         self.calls.append((click_rc.clone(), clicked.clone()))
         rc = torch.where(clicked[..., None], click_rc, self.base.expand_as(click_rc))
         return gaussian_heatmaps(rc, SIZE, 2.0)

@@ -26,43 +26,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset.keypoint_dataset import KeypointDataset, collate  # noqa: E402
 from misc.frames import grid_to_original  # noqa: E402
 from misc.ranking import score_quality  # noqa: E402
-from model.auto_revision import AutoReviser, HeatmapShapeCorrector, ShapeCorrector, VerifiedCorrector, ShapeResidualScorer  # noqa: E402
+from model import read_checkpoint  # noqa: E402
+from model.auto_revision import (AutoReviser, HeatmapShapeCorrector, ShapeCorrector,  # noqa: E402
+                                 ShapeResidualScorer, VerifiedCorrector)
 from model.error_detector import load_detector_checkpoint  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
+
+HEATMAP_RADII = (4, 8, 12)            # search radii (grid px) of the heatmap correctors
+VERIFIED_BASES = ("shape", "heatmap4", "heatmap8")
+VERIFY_MARGINS = (0.0, 0.2)           # score drop a verified correction must bring
+CORRECTOR_NAMES = ["shape", "none", *(f"heatmap{r}" for r in HEATMAP_RADII),
+                   *(f"verified_{base}_{margin}" for base in VERIFIED_BASES for margin in VERIFY_MARGINS)]
 
 
 def keep_in_place(image, points_rc, flagged, probs=None):
     return points_rc.detach().clone()
 
 
+def build_correctors(shape_model, detector_scorer) -> dict:
+    """Every corrector of CORRECTOR_NAMES, by name."""
+    correctors = {"shape": ShapeCorrector(shape_model), "none": keep_in_place,
+                  **{f"heatmap{r}": HeatmapShapeCorrector(shape_model, radius=r) for r in HEATMAP_RADII}}
+    for base in VERIFIED_BASES:
+        for margin in VERIFY_MARGINS:
+            correctors[f"verified_{base}_{margin}"] = VerifiedCorrector(correctors[base], detector_scorer, margin)
+    return correctors
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default="pretrained/aasce_cpu.pth")
-    parser.add_argument("--detector", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--flagged", type=int, nargs="+", default=[4])
-    parser.add_argument("--min-score", type=float, nargs="+", default=[float("-inf")])
-    parser.add_argument("--correctors", nargs="+", default=["shape"], choices=["shape", "none", "heatmap4", "heatmap8", "heatmap12"] + [f"verified_{n}_{m}" for n in
-                                 ("shape", "heatmap4", "heatmap8") for m in (0.0, 0.2)])
+    parser.add_argument("--checkpoint", default="pretrained/aasce_cpu.pth", help="the interactive model")
+    parser.add_argument("--detector", required=True, help="error detector checkpoint (tools/train_error_detector.py)")
+    parser.add_argument("--split", default="val", help="split of the model config's data to probe on")
+    parser.add_argument("--rounds", type=int, default=2, help="automatic rounds after the 0-click prediction")
+    parser.add_argument("--flagged", type=int, nargs="+", default=[4], metavar="N", help="points flagged per round")
+    parser.add_argument("--min-score", type=float, nargs="+", default=[float("-inf")], metavar="S",
+                        help="flag only points the detector scores above this")
+    parser.add_argument("--correctors", nargs="+", default=["shape"], choices=CORRECTOR_NAMES, metavar="NAME",
+                        help="where a flagged point is moved: " + ", ".join(CORRECTOR_NAMES))
     parser.add_argument("--hint-weights", type=float, nargs="+", default=[1.0],
-                        help="peak of a hint's click map (1: as a click)")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--json", default=None)
+                        metavar="W", help="peak of a hint's click map (1: as a click)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", default=None, help="write the report here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(args.checkpoint)
-    from model import read_checkpoint
-
     config = read_checkpoint(Path(args.checkpoint)).config(())
     detector, shape_model, _ = load_detector_checkpoint(Path(args.detector))
     scorers = {"detector": detector.scorer(), "shape residual": ShapeResidualScorer(shape_model)}
-    correctors = {"shape": ShapeCorrector(shape_model), "none": keep_in_place,
-                  **{f"heatmap{r}": HeatmapShapeCorrector(shape_model, radius=r) for r in (4, 8, 12)}}
-    for name in ("shape", "heatmap4", "heatmap8"):
-        for margin in (0.0, 0.2):
-            correctors[f"verified_{name}_{margin}"] = VerifiedCorrector(correctors[name], scorers["detector"], margin)
+    correctors = build_correctors(shape_model, scorers["detector"])
     dataset = KeypointDataset(config, args.split, train=False)
     batches = list(torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=collate))
 
@@ -77,7 +90,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         first = []
         for batch in batches:
-            clicked = torch.zeros(len(batch["image"]), predictor.points(torch.zeros(1, 68, 4, 4)).shape[1], dtype=torch.bool)
+            clicked = torch.zeros(batch["coords_rc"].shape[:2], dtype=torch.bool)
             probs = predictor.probs(batch["image"], batch["coords_rc"], clicked)
             first.append(probs)
         base_errors = torch.cat([errors(predictor.points(p), b) for p, b in zip(first, batches)]).numpy()
