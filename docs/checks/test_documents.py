@@ -1008,3 +1008,6 @@ def test_all_images_runs_quote_their_records():
     assert len(seconds) == 48
     assert (f"{sum(seconds) / 60:.1f} min of logged epochs, median {np.median(seconds):.0f} s, "
             f"{min(seconds):.0f}-{max(seconds):.0f} s") in section
+    readme = " ".join(README.split())
+    assert (f"all 416 labelled images, keeping epoch 48, about {sum(seconds) / 60:.0f} min on 2 CPU cores"
+            in readme)
