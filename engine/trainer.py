@@ -324,8 +324,7 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
         util.check_output_dir(run_dir)  # before the data and the network are built
     util.seed_everything(config.Train.seed)
     # every entry and array of the trained tables is checked against the config (refused when it does not fit)
-    train_table = read_training_table(config)
-    train_set = KeypointDataset(config, "train", table=train_table)
+    train_set = KeypointDataset(config, "train", table=read_training_table(config))
     val_set = KeypointDataset(config, "val")
     morph_pairs = run_morph_pairs(config, device)
     net = build_model(config).to(device)
