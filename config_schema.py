@@ -143,6 +143,10 @@ SCHEMA: dict = {
         "zero_click_p": _probability("probability that a batch is trained without any click: no initial "
                                     "clicks, no click rounds, as the first prediction of the protocol "
                                     "(0 = paper: the rounds and Hint.num_dist alone decide)", default=0.0),
+        "localisation_epochs": Spec(int, minimum=0, default=0,
+                                    help="the first N epochs are trained without any click and without occluding "
+                                         "bands (Dataset.aug.occlusion_p): a warm-up that learns the first "
+                                         "prediction from the image alone; 0 = paper"),
         "seed": Spec(int, minimum=0, maximum=MAX_SEED),
         "max_batches_per_epoch": _int(0, "0 = the whole training set"),
         "val_clicks": _int(0, "validation metric = mean MRE over model-revision clicks 0..N"),
@@ -285,6 +289,9 @@ def _cross_key_problems(tree: dict, source: str) -> list[str]:
     if train.get("min_click_rounds", 0) > train.get("max_click_rounds", 0):
         problems.append(f"{source}: Train.min_click_rounds ({train['min_click_rounds']}) exceeds "
                         f"Train.max_click_rounds ({train['max_click_rounds']})")
+    if train.get("localisation_epochs", 0) >= train.get("epoch", 1):
+        problems.append(f"{source}: Train.localisation_epochs ({train['localisation_epochs']}) leaves no epoch "
+                        f"with clicks: it must be below Train.epoch ({train.get('epoch')})")
     splits = train.get("train_splits", ["train"])
     if isinstance(splits, list):
         if not splits or any(split not in TRAINABLE_SPLITS for split in splits) or len(set(splits)) != len(splits):

@@ -121,9 +121,13 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.click_probs = click_count_probs(config.Hint.num_dist, config.Hint.max_hint)
         self.seed = config.Train.seed
         self.epoch = 0
+        self.occlusion_on = True
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, occlusion: bool = True) -> None:
+        """The epoch of the augmentation draws; ``occlusion=False`` leaves this epoch's images unhidden
+        (the trainer's localisation epochs) without changing any other draw."""
         self.epoch = epoch
+        self.occlusion_on = occlusion
 
     def __len__(self) -> int:
         return len(self.table)
@@ -142,7 +146,7 @@ class KeypointDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, points_xy, geometry_unchanged = augment(
             self.transform, image, points_xy, int(rng.integers(2**31 - 1)), self.swap_lr)
-        if self.occlusion_p > 0:
+        if self.occlusion_p > 0 and self.occlusion_on:
             # a stream of its own, so switching occlusion on leaves every other draw unchanged
             occlusion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             if occlusion_rng.random() < self.occlusion_p:

@@ -23,7 +23,7 @@ from dataset.keypoint_dataset import KeypointDataset, collate, read_training_tab
 from dataset.morph_pairs import load_morph_pairs
 from engine.evaluation import evaluate, summarise
 from engine.experiment import CONFIG_FILE, LAST_CHECKPOINT, Experiment, draw_keypoints
-from engine.training import training_step
+from engine.training import is_localisation_epoch, training_step
 from engine.weight_average import WeightAverage
 from misc.errors import BadInput
 from model import build_model, load_weights, read_checkpoint, save_checkpoint
@@ -243,9 +243,10 @@ def optimizer_step(net, loss: torch.Tensor, optimizer, scaler, grad_clip: float)
 
 
 def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, rank, scaler, amp, progress,
-                    average=None):
-    """One pass over the loader. Numbers stay on the device during the epoch; each step waits for it
-    once, to stop at the first non-finite loss or weight before anything is saved."""
+                    average=None, clicks: bool = True):
+    """One pass over the loader (without any click when ``clicks`` is False). Numbers stay on the device
+    during the epoch; each step waits for it once, to stop at the first non-finite loss or weight before
+    anything is saved."""
     net.train()
     inner = getattr(net, "module", net)
     weights = [t for t in inner.state_dict().values() if t.is_floating_point()]
@@ -259,7 +260,7 @@ def train_one_epoch(net, loader, optimizer, config, morph_pairs, device, epoch, 
         if index >= limit:
             break
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            terms = training_step(net, batch, config, morph_pairs, rng, device)
+            terms = training_step(net, batch, config, morph_pairs, rng, device, clicks)
         grad_norm = optimizer_step(net, terms.total, optimizer, scaler, config.Train.grad_clip)
         finite = torch.stack([torch.isfinite(terms.total.detach()), all_finite(weights)]).tolist()  # one wait
         if not finite[0]:
@@ -387,11 +388,12 @@ def train(plan: RunPlan, options: TrainOptions) -> int:
     for epoch in range(state["epoch"] + 1, last_epoch + 1):
         started = time.time()
         sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
+        localising = is_localisation_epoch(epoch, config.Train)
+        train_set.set_epoch(epoch, occlusion=not localising)
         torch.manual_seed(config.Train.seed * 100_003 + epoch * 101 + rank)  # dropout: repeatable per epoch
         try:
             train_metrics = train_one_epoch(net, train_loader, optimizer, config, morph_pairs, device, epoch, rank,
-                                            scaler, amp, progress, average)
+                                            scaler, amp, progress, average, clicks=not localising)
             if scheduler is not None:
                 scheduler.step()
             if world > 1:

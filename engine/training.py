@@ -57,10 +57,17 @@ def draw_click_rounds(rng: np.random.Generator, train) -> int | None:
     return int(rng.integers(train.min_click_rounds, train.max_click_rounds + 1))
 
 
-def start_clicks(batch: dict, true_rc: torch.Tensor, train, rng: np.random.Generator, device) -> tuple[Clicker, int]:
+def is_localisation_epoch(epoch: int, train) -> bool:
+    """True for the first ``train.localisation_epochs`` epochs (counted from 1): trained without clicks on
+    unhidden images, so that the network learns to find the points from the image alone first."""
+    return epoch <= train.localisation_epochs
+
+
+def start_clicks(batch: dict, true_rc: torch.Tensor, train, rng: np.random.Generator, device,
+                 clicks: bool = True) -> tuple[Clicker, int]:
     """The simulated user of one training batch, holding its initial clicks (none in a batch drawn
-    without clicks), and the number of no-grad click rounds to run."""
-    rounds = draw_click_rounds(rng, train)
+    without clicks, nor when ``clicks`` is False), and the number of no-grad click rounds to run."""
+    rounds = draw_click_rounds(rng, train) if clicks else None
     clicks = batch["clicks"] if rounds is not None else [()] * true_rc.shape[0]
     return Clicker(true_rc, indices_to_mask(clicks, true_rc.shape[0], true_rc.shape[1], device)), rounds or 0
 
@@ -83,8 +90,10 @@ def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph
     return LossTerms(total, bce_main.detach(), bce_aux.detach(), morph.detach())
 
 
-def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generator, device) -> LossTerms:
-    """Forward + loss for one batch (the caller does backward and the optimizer step).
+def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generator, device,
+                  clicks: bool = True) -> LossTerms:
+    """Forward + loss for one batch (the caller does backward and the optimizer step); with ``clicks``
+    False the batch is trained as the protocol's first prediction (no click, no previous heatmap).
 
     ``net`` may be wrapped in DistributedDataParallel; the no-grad rounds use the inner module.
     """
@@ -92,7 +101,7 @@ def training_step(net, batch: dict, config, morph_pairs, rng: np.random.Generato
     image = batch["image"].to(device, non_blocking=True)
     true_rc = batch["coords_rc"].to(device)
     targets = gaussian_heatmaps(true_rc, predictor.size_rc, predictor.heatmap_std)
-    clicker, rounds = start_clicks(batch, true_rc, config.Train, rng, device)
+    clicker, rounds = start_clicks(batch, true_rc, config.Train, rng, device, clicks)
     prev = simulate_click_rounds(predictor, image, clicker, rounds)
     logits, aux_logits = net(image, predictor.click_maps(true_rc, clicker.clicked), prev)
     return compute_loss(logits, aux_logits, targets, true_rc, batch["morph_mask"].to(device), config, morph_pairs)

@@ -56,6 +56,8 @@ def _write(tmp_path, mutate):
     (lambda t: t["Dataset"].update(image_size=[0, 128]), "'Dataset.image_size' must be >= 8"),
     (lambda t: t["Dataset"]["aug"].update(scale_range=[0.9, float("inf")]), "'Dataset.aug.scale_range' must be a finite"),
     (lambda t: t["Model"].update(prev_heatmap="some"), "'Model.prev_heatmap' must be one of"),
+    (lambda t: t["Train"].update(localisation_epochs=t["Train"]["epoch"]),
+     "Train.localisation_epochs (5000) leaves no epoch with clicks: it must be below Train.epoch (5000)"),
 ])
 def test_bad_file_names_key_and_file(tmp_path, mutate, message):
     path = _write(tmp_path, mutate)

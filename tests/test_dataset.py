@@ -128,6 +128,18 @@ def test_occlusion_hides_one_full_width_band_and_leaves_points_and_other_draws_a
         KeypointDataset(_config(table_dir), "val")[1]["image"])  # never at evaluation
 
 
+def test_an_epoch_set_without_occlusion_shows_the_whole_image_and_keeps_the_other_draws(table_dir):
+    plain = KeypointDataset(_config(table_dir), "train")
+    occluded = KeypointDataset(_config(table_dir, "Dataset.aug.occlusion_p=1.0"), "train")
+    plain.set_epoch(3)
+    occluded.set_epoch(3, occlusion=False)  # a localisation epoch of the trainer
+    a, b = plain[1], occluded[1]
+    assert torch.equal(a["image"], b["image"]) and np.array_equal(a["clicks"], b["clicks"])
+    occluded.set_epoch(4)  # the next epoch hides its band again
+    plain.set_epoch(4)
+    assert not torch.equal(plain[1]["image"], occluded[1]["image"])
+
+
 def test_occlude_band_fills_with_the_image_mean():
     from dataset.augment import occlude_band
     image = np.zeros((100, 40, 3), dtype=np.uint8)

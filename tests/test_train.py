@@ -556,3 +556,25 @@ def test_resume_refusals_leave_the_run_folder_untouched(synthetic_dataset, tmp_p
     assert err.startswith(f"error: --resume: {tmp_path / 'r/last.pth'} holds no optimizer state")
     assert err.count("\n") == 1
     assert folder() == before  # no TensorBoard folder, no log line
+
+
+def test_localisation_epochs_train_without_clicks_on_unhidden_images_then_with_both(synthetic_dataset, tmp_path,
+                                                                                    monkeypatch):
+    _, table = synthetic_dataset
+    real_step, real_set_epoch = trainer.training_step, trainer.KeypointDataset.set_epoch
+    steps, epochs = [], []
+
+    def recorded_step(net, batch, config, morph_pairs, rng, device, clicks=True):
+        steps.append(clicks)
+        return real_step(net, batch, config, morph_pairs, rng, device, clicks)
+
+    def recorded_set_epoch(self, epoch, occlusion=True):
+        epochs.append((epoch, occlusion))
+        return real_set_epoch(self, epoch, occlusion)
+
+    monkeypatch.setattr(trainer, "training_step", recorded_step)
+    monkeypatch.setattr(trainer.KeypointDataset, "set_epoch", recorded_set_epoch)
+    assert _run(table, tmp_path, "warm", "--set", "Train.epoch=3", "--set", "Train.localisation_epochs=2",
+                "--set", "Dataset.aug.occlusion_p=0.7", "--set", "Train.max_batches_per_epoch=2") == 0
+    assert epochs == [(1, False), (2, False), (3, True)]
+    assert steps == [False] * 4 + [True] * 2

@@ -30,7 +30,8 @@ def _config(rule="clicked_at_test", least=0, most=0):
     return Munch.fromDict({"Dataset": {"image_size": list(SIZE), "heatmap_std": 1.5, "subpixel_decoding": True,
                                        "subpixel_decoding_patch_size": 5},
                            "Model": {"prev_heatmap": rule},
-                           "Train": {"min_click_rounds": least, "max_click_rounds": most, "zero_click_p": 0.0},
+                           "Train": {"min_click_rounds": least, "max_click_rounds": most, "zero_click_p": 0.0,
+                                     "localisation_epochs": 0},
                            "Morph": {"use": False}})
 
 
@@ -139,6 +140,22 @@ def test_zero_click_share_follows_the_probability_and_the_rest_keep_their_clicks
         else:  # the batch's two clicks plus one worst-first round reach the trained forward
             assert len(net.fed) == 2 and int((net.click_maps[-1].sum((-1, -2)) > 0).sum()) == 3
     assert 0.24 < without_clicks / 400 < 0.36
+
+
+def test_a_batch_of_a_localisation_epoch_has_no_click_and_draws_nothing():
+    from engine.training import is_localisation_epoch
+    true_rc = torch.tensor([[[8.0 + 6 * k, 12.0] for k in range(K)]])
+    config = _config("full", 1, 2)
+    config.Train.localisation_epochs = 2
+    assert [is_localisation_epoch(epoch, config.Train) for epoch in (1, 2, 3)] == [True, True, False]
+    net = ClickMapRecorder(true_rc, torch.rand_like(true_rc))
+    rng, untouched = np.random.default_rng(4), np.random.default_rng(4)
+    training_step(net, _batch_with_clicks(true_rc), config, None, rng, torch.device("cpu"), clicks=False)
+    # one forward with gradient, as the protocol's first prediction: neither the batch's clicks nor a round
+    assert len(net.fed) == 1 and not bool(net.fed[0].any()) and not bool(net.click_maps[0].any())
+    assert rng.random() == untouched.random()  # the click epochs after it keep their random stream
+    training_step(net, _batch_with_clicks(true_rc), config, None, rng, torch.device("cpu"))
+    assert int((net.click_maps[-1].sum((-1, -2)) > 0).sum()) >= 3  # with clicks: the batch's two and a round
 
 
 def test_without_the_switch_the_random_stream_is_the_papers():
