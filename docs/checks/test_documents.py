@@ -953,7 +953,7 @@ def test_first_prediction_probes_quote_their_records():
 def test_unfinished_less_occlusion_probe_quotes_its_record():
     """docs/experiments.md "Less occlusion": where the probe stopped, its 0-click validation MRE and metric up to
     there, and the five 2-hour runs' ranges at epoch 20."""
-    section = _flat_section("**Less occlusion**", "## ")
+    section = _flat_section("**Less occlusion**", "**Localisation epochs**")
     probe = _validations(TWO_HOUR / "probe_less_occlusion_s0")
     epochs = _epochs(TWO_HOUR / "probe_less_occlusion_s0" / "metrics.jsonl")
     assert f"stopped after epoch {epochs[-1]['epoch']} of 48" in section
@@ -965,6 +965,46 @@ def test_unfinished_less_occlusion_probe_quotes_its_record():
     assert f"range at epoch 20 ({min(runs_zero):.1f}-{max(runs_zero):.1f} px)" in section
     assert (f"validation metric of {probe[20]['val/metric']:.2f} at epoch 20 (the five runs "
             f"{min(runs_metric):.2f}-{max(runs_metric):.2f})") in section
+
+
+def test_localisation_probe_quotes_its_record():
+    """docs/experiments.md "Localisation epochs": the probe's switch and seed, epoch times, checkpoint metric,
+    validation row and Cobb SMAPE, the verdict of the rule, and its 0-click MRE along the way against the five
+    2-hour runs' ranges."""
+    section = _flat_section("**Localisation epochs**", "## ")
+    probe_dir = TWO_HOUR / "probe_localisation_s0"
+    config = (probe_dir / "config.yaml").read_text()
+    assert "localisation_epochs: 12\n" in config and "seed: 0\n" in config
+    probe = _evaluation(probe_dir / "val_results.json", "save/probe_loc12_s0.pth", "val", 127)["model"]
+    epochs = _epochs(probe_dir / "metrics.jsonl")
+    assert f"48 epochs in {sum(epoch['epoch_seconds'] for epoch in epochs) / 60:.0f} min of logged epochs" in section
+    for label, kept in (("the localisation epochs", lambda e: e["epoch"] <= 12),
+                        ("the click epochs", lambda e: e["epoch"] > 12)):
+        seconds = [epoch["epoch_seconds"] for epoch in epochs if kept(epoch) and "val/metric" not in epoch]
+        assert f"{label} {min(seconds):.0f}-{max(seconds):.0f} s, median {np.median(seconds):.0f} s" in section
+    best = _checkpoint_epoch(epochs)
+    assert f"checkpoint metric {best['val/metric']:.2f} at epoch {best['epoch']}" in section
+    assert f"validation MRE {', '.join(_row(probe['sargmax_mm_MRE']))} px after 0..5 clicks" in section
+    assert f"Cobb SMAPE {probe['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
+    runs = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
+            for run in FIRST_PREDICTION_RUNS]
+    zero, five = [mre[0] for mre in runs], [mre[5] for mre in runs]
+    mre = probe["sargmax_mm_MRE"]
+    assert min(zero) <= mre[0] <= max(zero) and mre[5] <= np.mean(five)  # "meets its half", "inside the range"
+    assert f"({mre[5]:.2f} against {np.mean(five):.2f} px)" in section
+    assert f"five runs' range ({min(zero):.2f}-{max(zero):.2f} px)" in section
+    along = _validations(probe_dir)
+    runs_along = [_validations(run) for run in FIRST_PREDICTION_RUNS]
+
+    def span(epoch):
+        values = [run[epoch]["val/sargmax_mm_MRE_0click"] for run in runs_along]
+        return f"{min(values):.1f}-{max(values):.1f}"
+
+    assert (f"{along[12]['val/sargmax_mm_MRE_0click']:.1f} px after the 12 localisation epochs (the five runs "
+            f"{span(12)} px at epoch 12), {along[16]['val/sargmax_mm_MRE_0click']:.1f} px four click epochs later "
+            f"(the five {span(16)} px)") in section
+    late = ", ".join(f"{along[epoch]['val/sargmax_mm_MRE_0click']:.1f}" for epoch in (20, 32, 44))
+    assert f"{late} px after epochs 20, 32, 44 (the five {span(20)}, {span(32)}, {span(44)} px)" in section
 
 
 ALL_IMAGES_RUNS = {0: RECORDS / "aasce_cpu_2h_all", 1: RECORDS / "aasce_cpu_2h_all_s1"}  # seed -> record
