@@ -68,8 +68,8 @@ def start_clicks(batch: dict, true_rc: torch.Tensor, train, rng: np.random.Gener
     """The simulated user of one training batch, holding its initial clicks (none in a batch drawn
     without clicks, nor when ``clicks`` is False), and the number of no-grad click rounds to run."""
     rounds = draw_click_rounds(rng, train) if clicks else None
-    clicks = batch["clicks"] if rounds is not None else [()] * true_rc.shape[0]
-    return Clicker(true_rc, indices_to_mask(clicks, true_rc.shape[0], true_rc.shape[1], device)), rounds or 0
+    initial = batch["clicks"] if rounds is not None else [()] * true_rc.shape[0]
+    return Clicker(true_rc, indices_to_mask(initial, true_rc.shape[0], true_rc.shape[1], device)), rounds or 0
 
 
 def compute_loss(logits, aux_logits, targets, true_rc, morph_mask, config, morph_pairs) -> LossTerms:
