@@ -950,13 +950,18 @@ def test_first_prediction_probes_quote_their_records():
     assert f"({', '.join(f'{value:.1f}' for value in zero_along)} px after epochs 20, 32, 44" in section
 
 
-def test_unfinished_less_occlusion_probe_quotes_its_record():
-    """docs/experiments.md "Less occlusion": where the probe stopped, its 0-click validation MRE and metric up to
-    there, and the five 2-hour runs' ranges at epoch 20."""
+def test_less_occlusion_probe_quotes_its_record():
+    """docs/experiments.md "Less occlusion": where the first session stopped, its 0-click validation MRE and metric
+    up to there against the five 2-hour runs' ranges at epoch 20, and the finished run's checkpoint metric,
+    validation row, Cobb SMAPE and the rule's verdict."""
     section = _flat_section("**Less occlusion**", "**Localisation epochs**")
-    probe = _validations(TWO_HOUR / "probe_less_occlusion_s0")
-    epochs = _epochs(TWO_HOUR / "probe_less_occlusion_s0" / "metrics.jsonl")
-    assert f"stopped after epoch {epochs[-1]['epoch']} of 48" in section
+    probe_dir = TWO_HOUR / "probe_less_occlusion_s0"
+    assert "occlusion_p: 0.35\n" in (probe_dir / "config.yaml").read_text()
+    probe = _validations(probe_dir)
+    epochs = _epochs(probe_dir / "metrics.jsonl")
+    resumed = (probe_dir / "log.txt").read_text().split("resumed save/probe_occ35_s0 after epoch ")[1].split()[0]
+    assert f"stopped after epoch {resumed} of {epochs[-1]['epoch']}" in section
+    assert f"(epochs {int(resumed) + 1}-{epochs[-1]['epoch']};" in section
     zero = [probe[epoch]["val/sargmax_mm_MRE_0click"] for epoch in (8, 12, 16, 20)]
     assert f"{', '.join(f'{value:.1f}' for value in zero)} px after epochs 8, 12, 16, 20" in section
     runs = [_validations(run)[20] for run in FIRST_PREDICTION_RUNS]
@@ -965,6 +970,17 @@ def test_unfinished_less_occlusion_probe_quotes_its_record():
     assert f"range at epoch 20 ({min(runs_zero):.1f}-{max(runs_zero):.1f} px)" in section
     assert (f"validation metric of {probe[20]['val/metric']:.2f} at epoch 20 (the five runs "
             f"{min(runs_metric):.2f}-{max(runs_metric):.2f})") in section
+    best = _checkpoint_epoch(epochs)
+    assert f"checkpoint metric {best['val/metric']:.2f} at epoch {best['epoch']}" in section
+    result = _evaluation(probe_dir / "val_results.json", "save/probe_occ35_s0.pth", "val", 127)["model"]
+    mre = result["sargmax_mm_MRE"]
+    assert f"validation MRE {', '.join(_row(mre))} px after 0..5 clicks" in section
+    assert f"Cobb SMAPE {result['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
+    finals = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
+              for run in FIRST_PREDICTION_RUNS]
+    five = np.mean([final[5] for final in finals])
+    assert min(final[0] for final in finals) <= mre[0] <= max(final[0] for final in finals) and mre[5] > five
+    assert f"({mre[5]:.2f} against {five:.2f} px)" in section
 
 
 def test_localisation_probe_quotes_its_record():
