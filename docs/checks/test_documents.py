@@ -922,26 +922,43 @@ def test_error_score_baselines_quote_their_records():
 FIRST_PREDICTION_RUNS = [TWO_HOUR / "aasce_cpu_2h"] + CLICK_LR6_RUNS  # the five 48-epoch runs of the 2-hour recipe
 
 
+def _first_prediction_finals() -> list[list[float]]:
+    """The five 2-hour runs' validation MRE after 0..N clicks (sargmax), from their test.py evaluations."""
+    return [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
+            for run in FIRST_PREDICTION_RUNS]
+
+
+def _first_prediction_span(epoch: int) -> str:
+    """"low-high" of the five 2-hour runs' 0-click validation MRE logged after `epoch`."""
+    values = [_validations(run)[epoch]["val/sargmax_mm_MRE_0click"] for run in FIRST_PREDICTION_RUNS]
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def _probe_evaluation(section: str, probe_dir: Path, checkpoint: str) -> list[float]:
+    """Checks that `section` quotes a probe's validation row (MRE after 0..5 clicks) and 0-click Cobb SMAPE from
+    its val_results.json; returns the row."""
+    probe = _evaluation(probe_dir / "val_results.json", checkpoint, "val", 127)["model"]
+    assert f"validation MRE {', '.join(_row(probe['sargmax_mm_MRE']))} px after 0..5 clicks" in section
+    assert f"Cobb SMAPE {probe['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
+    return probe["sargmax_mm_MRE"]
+
+
 def test_first_prediction_probes_quote_their_records():
     """docs/experiments.md "The first prediction": the five 2-hour runs' validation MRE at 0 and 5 clicks, the
     thresholds of the rule (best at 0 clicks, mean after 5), and the zero-click probe's checkpoint metric,
     validation row, Cobb SMAPE and 0-click MRE along the way."""
     section = _flat_section("## The first prediction", "**Less occlusion**")
-    runs = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
-            for run in FIRST_PREDICTION_RUNS]
-    zero, five = [mre[0] for mre in runs], [mre[5] for mre in runs]
+    zero, five = zip(*[(mre[0], mre[5]) for mre in _first_prediction_finals()])
     assert (f"{zero[0]:.2f} (the timed run), {', '.join(f'{v:.2f}' for v in zero[1:])} px (seeds 0-3 at 6x; mean "
             f"{np.mean(zero):.2f})") in section
     assert f"({', '.join(f'{v:.2f}' for v in five)}; committed" in section
     assert f"below the best of the five runs above ({min(zero):.2f} px)" in section
     assert f"at most their mean ({np.mean(five):.2f} px)" in section
     probe_dir = TWO_HOUR / "probe_zero_click_s0"
-    probe = _evaluation(probe_dir / "val_results.json", "save/probe_zc25_s0.pth", "val", 127)["model"]
     epochs = _epochs(probe_dir / "metrics.jsonl")
     assert f"checkpoint metric {_checkpoint_metric(epochs):.2f}" in section
-    assert f"validation MRE {', '.join(_row(probe['sargmax_mm_MRE']))} px after 0..5 clicks" in section
-    assert f"Cobb SMAPE {probe['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
-    assert probe["sargmax_mm_MRE"][0] > max(zero) and probe["sargmax_mm_MRE"][5] > np.mean(five)  # "worse than every"
+    mre = _probe_evaluation(section, probe_dir, "save/probe_zc25_s0.pth")
+    assert mre[0] > max(zero) and mre[5] > np.mean(five)  # "worse than every"
     along = _validations(probe_dir)
     plain = [epoch["epoch_seconds"] for epoch in epochs if epoch["epoch"] >= 9 and "val/metric" not in epoch]
     assert (f"{min(plain):.0f}-{max(plain):.0f} s an epoch without validation (median {np.median(plain):.0f} s)"
@@ -964,23 +981,16 @@ def test_less_occlusion_probe_quotes_its_record():
     assert f"(epochs {int(resumed) + 1}-{epochs[-1]['epoch']};" in section
     zero = [probe[epoch]["val/sargmax_mm_MRE_0click"] for epoch in (8, 12, 16, 20)]
     assert f"{', '.join(f'{value:.1f}' for value in zero)} px after epochs 8, 12, 16, 20" in section
-    runs = [_validations(run)[20] for run in FIRST_PREDICTION_RUNS]
-    runs_zero = [run["val/sargmax_mm_MRE_0click"] for run in runs]
-    runs_metric = [run["val/metric"] for run in runs]
-    assert f"range at epoch 20 ({min(runs_zero):.1f}-{max(runs_zero):.1f} px)" in section
+    runs_metric = [_validations(run)[20]["val/metric"] for run in FIRST_PREDICTION_RUNS]
+    assert f"range at epoch 20 ({_first_prediction_span(20)} px)" in section
     assert (f"validation metric of {probe[20]['val/metric']:.2f} at epoch 20 (the five runs "
             f"{min(runs_metric):.2f}-{max(runs_metric):.2f})") in section
     best = _checkpoint_epoch(epochs)
     assert f"checkpoint metric {best['val/metric']:.2f} at epoch {best['epoch']}" in section
-    result = _evaluation(probe_dir / "val_results.json", "save/probe_occ35_s0.pth", "val", 127)["model"]
-    mre = result["sargmax_mm_MRE"]
-    assert f"validation MRE {', '.join(_row(mre))} px after 0..5 clicks" in section
-    assert f"Cobb SMAPE {result['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
-    finals = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
-              for run in FIRST_PREDICTION_RUNS]
-    five = np.mean([final[5] for final in finals])
-    assert min(final[0] for final in finals) <= mre[0] <= max(final[0] for final in finals) and mre[5] > five
-    assert f"({mre[5]:.2f} against {five:.2f} px)" in section
+    mre = _probe_evaluation(section, probe_dir, "save/probe_occ35_s0.pth")
+    zero, five = zip(*[(final[0], final[5]) for final in _first_prediction_finals()])
+    assert min(zero) <= mre[0] <= max(zero) and mre[5] > np.mean(five)  # "inside the range", "worse than their mean"
+    assert f"({mre[5]:.2f} against {np.mean(five):.2f} px)" in section
 
 
 def test_localisation_probe_quotes_its_record():
@@ -991,7 +1001,6 @@ def test_localisation_probe_quotes_its_record():
     probe_dir = TWO_HOUR / "probe_localisation_s0"
     config = (probe_dir / "config.yaml").read_text()
     assert "localisation_epochs: 12\n" in config and "seed: 0\n" in config
-    probe = _evaluation(probe_dir / "val_results.json", "save/probe_loc12_s0.pth", "val", 127)["model"]
     epochs = _epochs(probe_dir / "metrics.jsonl")
     assert f"48 epochs in {sum(epoch['epoch_seconds'] for epoch in epochs) / 60:.0f} min of logged epochs" in section
     for label, kept in (("the localisation epochs", lambda e: e["epoch"] <= 12),
@@ -1000,22 +1009,13 @@ def test_localisation_probe_quotes_its_record():
         assert f"{label} {min(seconds):.0f}-{max(seconds):.0f} s, median {np.median(seconds):.0f} s" in section
     best = _checkpoint_epoch(epochs)
     assert f"checkpoint metric {best['val/metric']:.2f} at epoch {best['epoch']}" in section
-    assert f"validation MRE {', '.join(_row(probe['sargmax_mm_MRE']))} px after 0..5 clicks" in section
-    assert f"Cobb SMAPE {probe['cobb_SMAPE'][0]:.2f} % at 0 clicks" in section
-    runs = [_evaluation(run / "val_results.json", f"save/{run.name}.pth", "val", 127)["model"]["sargmax_mm_MRE"]
-            for run in FIRST_PREDICTION_RUNS]
-    zero, five = [mre[0] for mre in runs], [mre[5] for mre in runs]
-    mre = probe["sargmax_mm_MRE"]
+    mre = _probe_evaluation(section, probe_dir, "save/probe_loc12_s0.pth")
+    zero, five = zip(*[(final[0], final[5]) for final in _first_prediction_finals()])
     assert min(zero) <= mre[0] <= max(zero) and mre[5] <= np.mean(five)  # "meets its half", "inside the range"
     assert f"({mre[5]:.2f} against {np.mean(five):.2f} px)" in section
     assert f"five runs' range ({min(zero):.2f}-{max(zero):.2f} px)" in section
     along = _validations(probe_dir)
-    runs_along = [_validations(run) for run in FIRST_PREDICTION_RUNS]
-
-    def span(epoch):
-        values = [run[epoch]["val/sargmax_mm_MRE_0click"] for run in runs_along]
-        return f"{min(values):.1f}-{max(values):.1f}"
-
+    span = _first_prediction_span
     assert (f"{along[12]['val/sargmax_mm_MRE_0click']:.1f} px after the 12 localisation epochs (the five runs "
             f"{span(12)} px at epoch 12), {along[16]['val/sargmax_mm_MRE_0click']:.1f} px four click epochs later "
             f"(the five {span(16)} px)") in section
